@@ -1,0 +1,346 @@
+"""Token-level divergences between student and teacher, exact over the full vocabulary.
+
+Every divergence has the form
+
+    fn(student_logits, teacher_logits, mask=None, *, chunk_size=256, ...) -> Tensor[..., T]
+
+with logits of shape [..., T, V] (any float dtype, finite) and mask [..., T]. The result is float32
+(float64 for float64 logits), one value per token, and exactly 0 where mask == 0. With
+P_S = softmax(student) and P_T = softmax(teacher):
+
+    forward_kl  = KL(P_T || P_S) = sum_v P_T (log P_T - log P_S)
+    reverse_kl  = KL(P_S || P_T) = sum_v P_S (log P_S - log P_T)
+    jsd(beta)   = beta KL(P_T || M) + (1 - beta) KL(P_S || M),   M = beta P_T + (1 - beta) P_S
+    akl(mu)     = r_head FKL + r_tail RKL   (Wu et al. 2024; see `akl`)
+
+Memory: tokens are processed `chunk_size` at a time inside one autograd function whose backward
+recomputes each chunk and writes the analytic gradient, so besides the gradient tensor itself the
+peak is O(chunk_size x V), not O(tokens x V). Masked tokens are skipped entirely. For a divergence
+f(P_S, P_T) with g = df/dP_S, the gradient through the softmax is dL/ds = P_S * (g - <P_S, g>)
+(and likewise for the teacher); each divergence below supplies g for both sides.
+
+`reduce` turns per-token values into the batch loss under PACED's two weighting modes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+DEFAULT_CHUNK = 256
+
+# value_and_dlogp(logp_s, logp_t, need_s, need_t) -> (value [C], g_s [C, V] | None, g_t [C, V] | None)
+# where g_x = P_x * df/dP_x, so that dL/dlogits_x = g_x - P_x * sum(g_x).
+Kernel = Callable[
+    [torch.Tensor, torch.Tensor, bool, bool],
+    tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+]
+
+
+def _fkl_kernel(logp_s, logp_t, need_s, need_t):
+    p_t = logp_t.exp()
+    diff = logp_t - logp_s
+    value = (p_t * diff).sum(-1)
+    # df/dP_S = -P_T / P_S, so P_S * df/dP_S = -P_T.
+    g_s = -p_t if need_s else None
+    g_t = p_t * (diff + 1) if need_t else None
+    return value, g_s, g_t
+
+
+def _rkl_kernel(logp_s, logp_t, need_s, need_t):
+    value, g_t, g_s = _fkl_kernel(logp_t, logp_s, need_t, need_s)
+    return value, g_s, g_t
+
+
+def _log_mixture(logp_t: torch.Tensor, logp_s: torch.Tensor, beta: float) -> torch.Tensor:
+    """log(beta P_T + (1 - beta) P_S) by logaddexp: finite where both probabilities underflow to 0."""
+    if beta == 0.0:
+        return logp_s
+    if beta == 1.0:
+        return logp_t
+    return torch.logaddexp(logp_t + math.log(beta), logp_s + math.log(1 - beta))
+
+
+def _jsd_kernel(beta: float) -> Kernel:
+    def kernel(logp_s, logp_t, need_s, need_t):
+        p_s, p_t = logp_s.exp(), logp_t.exp()
+        logm = _log_mixture(logp_t, logp_s, beta)
+        d_t, d_s = logp_t - logm, logp_s - logm
+        value = beta * (p_t * d_t).sum(-1) + (1 - beta) * (p_s * d_s).sum(-1)
+        # df/dP_S = (1 - beta)(log P_S - log M); df/dP_T = beta (log P_T - log M).
+        g_s = (1 - beta) * p_s * d_s if need_s else None
+        g_t = beta * p_t * d_t if need_t else None
+        return value, g_s, g_t
+
+    return kernel
+
+
+def akl_ratios(logp_s: torch.Tensor, logp_t: torch.Tensor, mu: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """AKL's per-token mixing ratios (r_head, r_tail), computed without gradient.
+
+    Sort P_T descending; the head is the positions whose cumulative teacher mass is <= mu (the top-1
+    always included), the tail the rest. g_head = sum_head |P_T - P_S|, g_tail = sum_tail |P_T - P_S|
+    (P_S taken in the same sorted order), r_head = g_head / (g_head + g_tail), r_tail = 1 - r_head.
+    Identical distributions (g = 0) give r = (1/2, 1/2); both KLs are 0 there anyway.
+    """
+    with torch.no_grad():
+        p_t_sorted, order = logp_t.exp().sort(dim=-1, descending=True)
+        p_s_sorted = logp_s.exp().gather(-1, order)
+        head = p_t_sorted.cumsum(-1) <= mu
+        head[..., 0] = True
+        gap = (p_t_sorted - p_s_sorted).abs()
+        g_head = (gap * head).sum(-1)
+        g_tail = (gap * ~head).sum(-1)
+        total = g_head + g_tail
+        r_head = torch.where(total > 0, g_head / total.clamp_min(torch.finfo(total.dtype).tiny), 0.5)
+    return r_head, 1 - r_head
+
+
+def _akl_kernel(mu: float) -> Kernel:
+    def kernel(logp_s, logp_t, need_s, need_t):
+        r_head, r_tail = akl_ratios(logp_s, logp_t, mu)
+        fkl, fg_s, fg_t = _fkl_kernel(logp_s, logp_t, need_s, need_t)
+        rkl, rg_s, rg_t = _rkl_kernel(logp_s, logp_t, need_s, need_t)
+        h, t = r_head[:, None], r_tail[:, None]
+        value = r_head * fkl + r_tail * rkl
+        g_s = h * fg_s + t * rg_s if need_s else None
+        g_t = h * fg_t + t * rg_t if need_t else None
+        return value, g_s, g_t
+
+    return kernel
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Compute in float32, or float64 when given float64 (so gradcheck can be tight)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+class _ChunkedDivergence(torch.autograd.Function):
+    """Per-token divergence over the rows `rows` of [N, V] logits, chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, s, t, rows, kernel, chunk):
+        out = torch.zeros(s.shape[0], dtype=_upcast(s[:0]).dtype, device=s.device)
+        for start in range(0, rows.numel(), chunk):
+            idx = rows[start : start + chunk]
+            logp_s = F.log_softmax(_upcast(s[idx]), dim=-1)
+            logp_t = F.log_softmax(_upcast(t[idx]), dim=-1)
+            out[idx] = kernel(logp_s, logp_t, False, False)[0]
+        ctx.save_for_backward(s, t, rows)
+        ctx.kernel, ctx.chunk = kernel, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        s, t, rows = ctx.saved_tensors
+        need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_s = torch.zeros_like(s) if need_s else None
+        grad_t = torch.zeros_like(t) if need_t else None
+        for start in range(0, rows.numel(), ctx.chunk):
+            idx = rows[start : start + ctx.chunk]
+            logp_s = F.log_softmax(_upcast(s[idx]), dim=-1)
+            logp_t = F.log_softmax(_upcast(t[idx]), dim=-1)
+            _, g_s, g_t = ctx.kernel(logp_s, logp_t, need_s, need_t)
+            scale = grad_out[idx].to(logp_s.dtype)[:, None]
+            if need_s:
+                grad_s[idx] = (scale * (g_s - logp_s.exp() * g_s.sum(-1, keepdim=True))).to(s.dtype)
+            if need_t:
+                grad_t[idx] = (scale * (g_t - logp_t.exp() * g_t.sum(-1, keepdim=True))).to(t.dtype)
+        return grad_s, grad_t, None, None, None
+
+
+def _divergence(
+    kernel: Kernel,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} must have the same shape [..., T, V]"
+        )
+    lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
+    if mask is not None and mask.shape != lead:
+        raise ValueError(f"mask shape {tuple(mask.shape)} must equal the logits' leading shape {tuple(lead)}")
+    s = student_logits.reshape(-1, vocab)
+    t = teacher_logits.reshape(-1, vocab)
+    if mask is None:
+        rows = torch.arange(s.shape[0], device=s.device)
+    else:
+        rows = mask.reshape(-1).nonzero().squeeze(-1)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None; got {chunk_size}")
+    chunk = max(1, rows.numel()) if chunk_size is None else chunk_size
+    return _ChunkedDivergence.apply(s, t, rows, kernel, chunk).reshape(lead)
+
+
+def forward_kl(student_logits, teacher_logits, mask=None, *, chunk_size: int | None = DEFAULT_CHUNK):
+    """KL(P_T || P_S) = sum_v P_T (log P_T - log P_S) per token; mode-covering (teacher-forced)."""
+    return _divergence(_fkl_kernel, student_logits, teacher_logits, mask, chunk_size)
+
+
+def reverse_kl(student_logits, teacher_logits, mask=None, *, chunk_size: int | None = DEFAULT_CHUNK):
+    """KL(P_S || P_T) = sum_v P_S (log P_S - log P_T) per token; mode-seeking (on-policy)."""
+    return _divergence(_rkl_kernel, student_logits, teacher_logits, mask, chunk_size)
+
+
+def jsd(
+    student_logits, teacher_logits, mask=None, *, beta: float = 0.5, chunk_size: int | None = DEFAULT_CHUNK
+):
+    """beta KL(P_T || M) + (1 - beta) KL(P_S || M), M = beta P_T + (1 - beta) P_S, beta in [0, 1].
+
+    beta = 0 and beta = 1 give 0 (M equals the distribution being compared); beta = 0.5 is symmetric.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"jsd beta must lie in [0, 1]; got {beta}")
+    return _divergence(_jsd_kernel(beta), student_logits, teacher_logits, mask, chunk_size)
+
+
+def akl(
+    student_logits, teacher_logits, mask=None, *, mu: float = 0.5, chunk_size: int | None = DEFAULT_CHUNK
+):
+    """Adaptive KL (Wu et al. 2024): r_head FKL + r_tail RKL per token, ratios from `akl_ratios`.
+
+    The ratios are constants for the gradient. Sorting costs O(V log V) per token.
+    """
+    if not 0.0 < mu <= 1.0:
+        raise ValueError(f"akl mu must lie in (0, 1]; got {mu}")
+    return _divergence(_akl_kernel(mu), student_logits, teacher_logits, mask, chunk_size)
+
+
+DivergenceKind = Literal["forward_kl", "reverse_kl", "jsd", "akl"]
+DIVERGENCES: dict[str, Callable[..., torch.Tensor]] = {
+    "forward_kl": forward_kl,
+    "reverse_kl": reverse_kl,
+    "jsd": jsd,
+    "akl": akl,
+}
+
+
+def _kernel_for(kind: str, beta: float, mu: float) -> Kernel:
+    if kind == "forward_kl":
+        return _fkl_kernel
+    if kind == "reverse_kl":
+        return _rkl_kernel
+    if kind == "jsd":
+        return _jsd_kernel(beta)
+    if kind == "akl":
+        return _akl_kernel(mu)
+    raise ValueError(f"unknown divergence {kind!r}; expected one of {sorted(DIVERGENCES)}")
+
+
+def topk_logprobs(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A remote teacher's view of its logits: (top-k token ids, their log-probs), each [..., T, k]."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    values, ids = logp.topk(k, dim=-1)
+    return ids, values
+
+
+def _bucket_logprobs(logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Collapse [C, V] log-probs to [C, k + 1]: the k given ids, then one bucket for the rest."""
+    top = logp.gather(-1, ids)
+    tail = torch.log1p(-top.exp().sum(-1).clamp(max=1.0 - 1e-7))
+    return torch.cat([top, tail[:, None]], dim=-1)
+
+
+def topk_divergence(
+    student_logits: torch.Tensor,
+    teacher_topk_ids: torch.Tensor,
+    teacher_topk_logprobs: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    kind: DivergenceKind = "forward_kl",
+    beta: float = 0.5,
+    mu: float = 0.5,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> torch.Tensor:
+    """A divergence against a teacher known only by its top-k log-probs (a teacher served remotely).
+
+    Both distributions are collapsed onto the same k + 1 buckets: the teacher's k token ids and one
+    tail bucket holding the remaining mass, 1 - sum(top-k probs), for teacher and student alike. The
+    chosen divergence is then exact over those buckets. Equals the full-vocabulary divergence when
+    the teacher's mass outside its top-k is 0 and the student's is too. Each chunk is recomputed in
+    backward (activation checkpointing), so memory stays O(chunk_size x V).
+    """
+    lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
+    k = teacher_topk_ids.shape[-1]
+    if teacher_topk_ids.shape != (*lead, k) or teacher_topk_logprobs.shape != (*lead, k):
+        raise ValueError(
+            f"teacher top-k ids {tuple(teacher_topk_ids.shape)} and log-probs "
+            f"{tuple(teacher_topk_logprobs.shape)} must both be [..., T, k] matching logits {tuple(lead)}"
+        )
+    if k >= vocab:
+        raise ValueError(f"top-k needs k < vocab size; got k={k}, V={vocab}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    kernel = _kernel_for(kind, beta, mu)
+
+    def chunk_loss(s_rows: torch.Tensor, ids: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
+        logp_s = _bucket_logprobs(F.log_softmax(s_rows.float(), dim=-1), ids)
+        logp_t = _bucket_logprobs(t_logp.float(), torch.arange(k, device=ids.device).expand_as(ids))
+        # The kernels' values are differentiable functions of the log-probs; autograd does the rest.
+        return kernel(logp_s, logp_t, False, False)[0]
+
+    s = student_logits.reshape(-1, vocab)
+    ids = teacher_topk_ids.reshape(-1, k)
+    t_logp = teacher_topk_logprobs.reshape(-1, k)
+    rows = (
+        torch.arange(s.shape[0], device=s.device)
+        if mask is None
+        else mask.reshape(-1).nonzero().squeeze(-1)
+    )
+    pieces = torch.zeros(s.shape[0], dtype=torch.float32, device=s.device)
+    for start in range(0, rows.numel(), chunk_size):
+        idx = rows[start : start + chunk_size]
+        value = checkpoint(chunk_loss, s[idx], ids[idx], t_logp[idx], use_reentrant=False)
+        pieces = pieces.index_put((idx,), value)
+    return pieces.reshape(lead)
+
+
+ReduceMode = Literal["sample", "loss"]
+
+
+def reduce(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    problem_weights: torch.Tensor | None = None,
+    mode: ReduceMode = "sample",
+) -> torch.Tensor:
+    """Batch loss from per-token values [B, T] under PACED's two weighting modes.
+
+    Each sequence first becomes its token mean L_i = sum_t m_it l_it / sum_t m_it (0 for a sequence
+    with no unmasked token). Then:
+
+    - mode "sample": mean_i L_i. The weights already acted when the problems were drawn (in
+      proportion to w), so `problem_weights` must be None or is checked but not applied.
+    - mode "loss": sum_i w_i L_i / sum_i w_i, the paper's per-problem multiplier normalised by the
+      weights' sum. A batch whose weights are all zero gives 0 (with zero gradient), never NaN.
+    """
+    if per_token.dim() != 2 or mask.shape != per_token.shape:
+        raise ValueError(
+            f"reduce expects per_token [B, T] and mask of the same shape; got {tuple(per_token.shape)} "
+            f"and {tuple(mask.shape)}"
+        )
+    m = mask.to(per_token.dtype)
+    seq = (per_token * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+    if problem_weights is not None:
+        problem_weights = problem_weights.to(seq.dtype).reshape(-1)
+        if problem_weights.shape != seq.shape:
+            raise ValueError(f"got {problem_weights.numel()} problem weights for {seq.numel()} sequences")
+        if not torch.isfinite(problem_weights).all() or (problem_weights < 0).any():
+            raise ValueError("problem weights must be finite and >= 0")
+    if mode == "sample":
+        return seq.mean()
+    if mode == "loss":
+        if problem_weights is None:
+            raise ValueError("reduce mode 'loss' needs problem_weights")
+        total = problem_weights.sum()
+        return (problem_weights * seq).sum() / total.clamp_min(torch.finfo(seq.dtype).tiny)
+    raise ValueError(f"unknown reduce mode {mode!r}; expected 'sample' or 'loss'")

@@ -1,0 +1,36 @@
+"""Loss schedules: constant, and two-stage switching at a step or a fraction."""
+
+import pytest
+
+from paced_core.config import JSD, ConstantSchedule, ForwardKL, ReverseKL, TwoStageSchedule
+from paced_core.schedule import LossSchedule
+
+
+def test_constant_schedule_uses_one_loss_throughout():
+    sched = LossSchedule(ConstantSchedule(loss=JSD(beta=0.3)), total_steps=10)
+    assert {sched.loss_at(s).kind for s in range(10)} == {"jsd"}
+    assert sched.switch_step is None and sched.stage(9) == 0
+
+
+def test_two_stage_switches_at_the_step():
+    sched = LossSchedule(TwoStageSchedule(switch_step=3), total_steps=10)
+    assert [sched.loss_at(s).kind for s in range(5)] == [
+        "forward_kl", "forward_kl", "forward_kl", "reverse_kl", "reverse_kl",
+    ]  # fmt: skip
+    assert sched.loss_at(0).sequences == "teacher" and sched.loss_at(3).sequences == "student"
+
+
+def test_two_stage_switches_at_a_fraction_of_the_run():
+    sched = LossSchedule(
+        TwoStageSchedule(first=ReverseKL(), second=ForwardKL(), switch_fraction=0.25), total_steps=10
+    )
+    assert sched.switch_step == 2
+    assert sched.loss_at(1).kind == "reverse_kl" and sched.loss_at(2).kind == "forward_kl"
+    assert sched.state_dict() == {"total_steps": 10, "switch_step": 2}
+
+
+def test_bad_steps_are_rejected():
+    with pytest.raises(ValueError, match="total_steps"):
+        LossSchedule(ConstantSchedule(), total_steps=0)
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        LossSchedule(ConstantSchedule(), total_steps=5).stage(-1)

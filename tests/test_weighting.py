@@ -1,0 +1,51 @@
+"""Kernels: values, peak, vectorisation over numpy and torch, and the sampling floor."""
+
+import numpy as np
+import pytest
+import torch
+
+from paced_core.weighting import beta_kernel, hard, sampling_weight, uniform
+
+
+def test_default_beta_kernel_is_p_times_one_minus_p():
+    p = np.array([0.0, 0.125, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(beta_kernel(p), p * (1 - p))
+    assert beta_kernel(0.5) == 0.25
+
+
+@pytest.mark.parametrize(("a", "b"), [(1.0, 1.0), (2.0, 1.0), (0.5, 3.0)])
+def test_beta_kernel_peaks_at_a_over_a_plus_b(a, b):
+    p = np.linspace(0, 1, 100_001)
+    assert p[np.argmax(beta_kernel(p, a, b))] == pytest.approx(a / (a + b), abs=1e-4)
+
+
+def test_kernels_keep_the_input_kind():
+    p_np, p_t = np.array([0.0, 0.3, 1.0]), torch.tensor([0.0, 0.3, 1.0])
+    for kernel in (beta_kernel, uniform, hard):
+        assert isinstance(kernel(p_np), np.ndarray)
+        assert isinstance(kernel(p_t), torch.Tensor)
+        np.testing.assert_allclose(kernel(p_t).numpy(), kernel(p_np), rtol=1e-6)
+
+
+def test_uniform_and_hard():
+    p = np.array([0.0, 1e-9, 0.5, 1 - 1e-9, 1.0])
+    np.testing.assert_array_equal(uniform(p), np.ones(5))
+    np.testing.assert_array_equal(hard(p), [0.0, 1.0, 1.0, 1.0, 0.0])
+    assert hard(0.0) == 0.0 and hard(0.4) == 1.0
+
+
+def test_sampling_floor_keeps_extremes_drawable_but_not_interior():
+    w = beta_kernel(np.array([0.0, 0.5, 1.0]))
+    np.testing.assert_array_equal(sampling_weight(w, 0.01), [0.01, 0.25, 0.01])
+    torch.testing.assert_close(sampling_weight(torch.tensor([0.0, 0.2]), 0.05), torch.tensor([0.05, 0.2]))
+    with pytest.raises(ValueError, match="floor"):
+        sampling_weight(w, -0.1)
+
+
+def test_rates_outside_unit_interval_are_rejected():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        beta_kernel(np.array([0.2, 1.5]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        hard(torch.tensor([-0.1]))
+    with pytest.raises(ValueError, match="exponents"):
+        beta_kernel(0.5, a=-1.0)
