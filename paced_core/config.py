@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from paced_core import weighting
+from paced_core.redact import mask_url
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,10 @@ class TeacherConfig(Section):
     # How the teacher is reached: colocated with the learner (full logits) or remote (top-k log-probs).
     serving: Literal["colocated", "remote_topk"] = "colocated"
     topk: int = Field(default=64, ge=1)
+    # Teacher references for stages trained on teacher sequences: generated before training by a
+    # teacher rollout worker, verified, and only the correct ones kept.
+    reference_samples: int = Field(default=1, ge=1)
+    reference_temperature: float = Field(default=0.0, ge=0.0)
 
 
 # ---------------------------------------------------------------- data
@@ -111,6 +116,8 @@ class RolloutConfig(Section):
     max_new_tokens: int = Field(default=256, ge=1)
     stop: list[str] = Field(default_factory=list)
     seed: int = 0
+    num_cpus: float = Field(default=1.0, ge=0.0)  # Ray resources per rollout actor
+    num_gpus: float = Field(default=0.0, ge=0.0)
 
 
 class VerifierConfig(Section):
@@ -119,6 +126,7 @@ class VerifierConfig(Section):
     replicas: int = Field(default=1, ge=1)
     workers: int = Field(default=1, ge=1)
     timeout_s: float = Field(default=5.0, gt=0.0)
+    num_cpus: float = Field(default=0.5, ge=0.0)
 
 
 class StoreConfig(Section):
@@ -138,7 +146,7 @@ class StoreConfig(Section):
     def _url_scheme(cls, url: SecretStr | None) -> SecretStr | None:
         if url is not None and not re.match(r"^(redis|rediss|unix)://", url.get_secret_value()):
             raise ValueError(
-                f"must start with redis://, rediss:// or unix://; got {_mask(url.get_secret_value())!r}"
+                f"must start with redis://, rediss:// or unix://; got {mask_url(url.get_secret_value())!r}"
             )
         return url
 
@@ -263,12 +271,14 @@ class LearnerConfig(Section):
     weight_decay: float = Field(default=0.0, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = Field(default=1.0, gt=0.0)
-    chunk_size: int = Field(default=256, ge=1)  # tokens per chunk in the KL
+    chunk_size: int = Field(default=128, ge=1)  # tokens per chunk in the KL
     sync_every: int = Field(default=1, ge=1)  # publish weights every N steps
     max_staleness: int = Field(default=4, ge=0)  # drop rollouts more than N versions old
     checkpoint_every: int | None = Field(default=None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
+    num_cpus: float = Field(default=1.0, ge=0.0)  # Ray resources of the learner actor
+    num_gpus: float = Field(default=0.0, ge=0.0)
 
 
 class DashboardConfig(Section):
@@ -278,6 +288,23 @@ class DashboardConfig(Section):
     # Bearer token for control endpoints; read from this environment variable when `token` is unset.
     token: SecretStr | None = None
     token_env: str = "PACED_DASHBOARD_TOKEN"
+
+
+class PipelineConfig(Section):
+    """How the driver runs the graph."""
+
+    # async: rollouts, grading and learning overlap; sync: generate, grade, train, sync, repeat.
+    mode: Literal["async", "sync"] = "async"
+    # Problems per generation request (each sampled `rollout.samples_per_problem` times).
+    problems_per_request: int = Field(default=8, ge=1)
+    # Back-pressure: stop dispatching rollouts while this many graded rollouts wait for the learner.
+    max_queued_rollouts: int = Field(default=256, ge=1)
+    # Before training, sample every pool problem this many times to seed pass rates (0: skip).
+    warmup_samples: int = Field(default=0, ge=0)
+    # Held-out problems evaluated (greedy) before, during and after the run (0: all).
+    eval_problems: int = Field(default=200, ge=0)
+    # Seconds the learner waits for a full batch before training on what it has.
+    learner_wait_s: float = Field(default=30.0, gt=0.0)
 
 
 class RunConfig(Section):
@@ -300,6 +327,7 @@ class PacedConfig(Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     schedule: ScheduleSpec = Field(default_factory=ConstantSchedule)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @model_validator(mode="after")
@@ -324,13 +352,8 @@ class PacedConfig(Section):
             if self.dashboard.token is not None:
                 data["dashboard"]["token"] = self.dashboard.token.get_secret_value()
         elif self.store.url is not None:
-            data["store"]["url"] = _mask(self.store.url.get_secret_value())
+            data["store"]["url"] = mask_url(self.store.url.get_secret_value())
         return data
-
-
-def _mask(url: str) -> str:
-    """Hide a password in a URL (redis://user:secret@host -> redis://user:***@host)."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 # ---------------------------------------------------------------- loading
@@ -360,7 +383,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> PacedConfig:
         # A value set on the command line is reported as such, not at the file line it replaced.
         key = tuple(override.partition("=")[0].strip().split("."))
         lines = {p: n for p, n in lines.items() if p[: len(key)] != key}
-        lines[key] = f"--set {_mask(override)}"
+        lines[key] = f"--set {mask_url(override)}"
     return validate_config(raw, source=str(path), lines=lines)
 
 

@@ -2,7 +2,7 @@
 
 Every divergence has the form
 
-    fn(student_logits, teacher_logits, mask=None, *, chunk_size=256, ...) -> Tensor[..., T]
+    fn(student_logits, teacher_logits, mask=None, *, chunk_size=128, ...) -> Tensor[..., T]
 
 with logits of shape [..., T, V] (any float dtype, finite) and mask [..., T]. The result is float32
 (float64 for float64 logits), one value per token, and exactly 0 where mask == 0. With
@@ -32,24 +32,25 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-DEFAULT_CHUNK = 256
+DEFAULT_CHUNK = 128
 
-# value_and_dlogp(logp_s, logp_t, need_s, need_t) -> (value [C], g_s [C, V] | None, g_t [C, V] | None)
-# where g_x = P_x * df/dP_x, so that dL/dlogits_x = g_x - P_x * sum(g_x).
+# kernel(logp_s, logp_t, need_s, need_t) -> (value [C] | None, g_s [C, V] | None, g_t [C, V] | None).
+# Without gradients it returns the value; with them, only g_x = P_x * df/dP_x for each side asked for,
+# so that dL/dlogits_x = g_x - P_x * sum(g_x). Every returned g is a fresh tensor the caller may overwrite.
 Kernel = Callable[
     [torch.Tensor, torch.Tensor, bool, bool],
-    tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+    tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
 ]
 
 
 def _fkl_kernel(logp_s, logp_t, need_s, need_t):
     p_t = logp_t.exp()
-    diff = logp_t - logp_s
-    value = (p_t * diff).sum(-1)
-    # df/dP_S = -P_T / P_S, so P_S * df/dP_S = -P_T.
-    g_s = -p_t if need_s else None
-    g_t = p_t * (diff + 1) if need_t else None
-    return value, g_s, g_t
+    if not (need_s or need_t):
+        return (p_t * (logp_t - logp_s)).sum(-1), None, None
+    # df/dP_S = -P_T / P_S, so P_S * df/dP_S = -P_T; df/dP_T = log P_T - log P_S + 1.
+    g_t = p_t * (logp_t - logp_s + 1) if need_t else None
+    g_s = p_t.neg_() if need_s else None
+    return None, g_s, g_t
 
 
 def _rkl_kernel(logp_s, logp_t, need_s, need_t):
@@ -71,11 +72,12 @@ def _jsd_kernel(beta: float) -> Kernel:
         p_s, p_t = logp_s.exp(), logp_t.exp()
         logm = _log_mixture(logp_t, logp_s, beta)
         d_t, d_s = logp_t - logm, logp_s - logm
-        value = beta * (p_t * d_t).sum(-1) + (1 - beta) * (p_s * d_s).sum(-1)
+        if not (need_s or need_t):
+            return beta * (p_t * d_t).sum(-1) + (1 - beta) * (p_s * d_s).sum(-1), None, None
         # df/dP_S = (1 - beta)(log P_S - log M); df/dP_T = beta (log P_T - log M).
         g_s = (1 - beta) * p_s * d_s if need_s else None
         g_t = beta * p_t * d_t if need_t else None
-        return value, g_s, g_t
+        return None, g_s, g_t
 
     return kernel
 
@@ -107,10 +109,11 @@ def _akl_kernel(mu: float) -> Kernel:
         fkl, fg_s, fg_t = _fkl_kernel(logp_s, logp_t, need_s, need_t)
         rkl, rg_s, rg_t = _rkl_kernel(logp_s, logp_t, need_s, need_t)
         h, t = r_head[:, None], r_tail[:, None]
-        value = r_head * fkl + r_tail * rkl
+        if not (need_s or need_t):
+            return r_head * fkl + r_tail * rkl, None, None
         g_s = h * fg_s + t * rg_s if need_s else None
         g_t = h * fg_t + t * rg_t if need_t else None
-        return value, g_s, g_t
+        return None, g_s, g_t
 
     return kernel
 
@@ -120,14 +123,23 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+def _chunks(n_rows: int, rows: torch.Tensor | None, chunk: int):
+    """Index each chunk of rows: a slice (a view, no copy) when every row is used, else an index tensor."""
+    if rows is None:
+        for start in range(0, n_rows, chunk):
+            yield slice(start, min(start + chunk, n_rows))
+    else:
+        for start in range(0, rows.numel(), chunk):
+            yield rows[start : start + chunk]
+
+
 class _ChunkedDivergence(torch.autograd.Function):
-    """Per-token divergence over the rows `rows` of [N, V] logits, chunk by chunk."""
+    """Per-token divergence over the selected rows of [N, V] logits (all rows when `rows` is None)."""
 
     @staticmethod
     def forward(ctx, s, t, rows, kernel, chunk):
         out = torch.zeros(s.shape[0], dtype=_upcast(s[:0]).dtype, device=s.device)
-        for start in range(0, rows.numel(), chunk):
-            idx = rows[start : start + chunk]
+        for idx in _chunks(s.shape[0], rows, chunk):
             logp_s = F.log_softmax(_upcast(s[idx]), dim=-1)
             logp_t = F.log_softmax(_upcast(t[idx]), dim=-1)
             out[idx] = kernel(logp_s, logp_t, False, False)[0]
@@ -139,18 +151,18 @@ class _ChunkedDivergence(torch.autograd.Function):
     def backward(ctx, grad_out):
         s, t, rows = ctx.saved_tensors
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_s = torch.zeros_like(s) if need_s else None
-        grad_t = torch.zeros_like(t) if need_t else None
-        for start in range(0, rows.numel(), ctx.chunk):
-            idx = rows[start : start + ctx.chunk]
+        grad_s = (torch.empty_like(s) if rows is None else torch.zeros_like(s)) if need_s else None
+        grad_t = (torch.empty_like(t) if rows is None else torch.zeros_like(t)) if need_t else None
+        for idx in _chunks(s.shape[0], rows, ctx.chunk):
             logp_s = F.log_softmax(_upcast(s[idx]), dim=-1)
             logp_t = F.log_softmax(_upcast(t[idx]), dim=-1)
             _, g_s, g_t = ctx.kernel(logp_s, logp_t, need_s, need_t)
             scale = grad_out[idx].to(logp_s.dtype)[:, None]
-            if need_s:
-                grad_s[idx] = (scale * (g_s - logp_s.exp() * g_s.sum(-1, keepdim=True))).to(s.dtype)
-            if need_t:
-                grad_t[idx] = (scale * (g_t - logp_t.exp() * g_t.sum(-1, keepdim=True))).to(t.dtype)
+            for grad, g, logp in ((grad_s, g_s, logp_s), (grad_t, g_t, logp_t)):
+                if grad is not None:
+                    # In place: g - P * sum(g), times the incoming gradient.
+                    g.sub_(logp.exp().mul_(g.sum(-1, keepdim=True))).mul_(scale)
+                    grad[idx] = g.to(grad.dtype)
         return grad_s, grad_t, None, None, None
 
 
@@ -171,13 +183,10 @@ def _divergence(
         raise ValueError(f"mask shape {tuple(mask.shape)} must equal the logits' leading shape {tuple(lead)}")
     s = student_logits.reshape(-1, vocab)
     t = teacher_logits.reshape(-1, vocab)
-    if mask is None:
-        rows = torch.arange(s.shape[0], device=s.device)
-    else:
-        rows = mask.reshape(-1).nonzero().squeeze(-1)
+    rows = None if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 or None; got {chunk_size}")
-    chunk = max(1, rows.numel()) if chunk_size is None else chunk_size
+    chunk = max(1, s.shape[0]) if chunk_size is None else chunk_size
     return _ChunkedDivergence.apply(s, t, rows, kernel, chunk).reshape(lead)
 
 

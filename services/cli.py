@@ -1,7 +1,9 @@
 """The `paced` command line.
 
-    paced config show FILE [--set key=value ...]   print the resolved config (defaults filled in)
-    paced config check FILE [--set key=value ...]  validate; exit 0 if usable, 2 with the problems if not
+paced config show FILE [--set key=value ...]   print the resolved config (defaults filled in)
+paced config check FILE [--set key=value ...]  validate; exit 0 if usable, 2 with the problems if not
+paced run --config FILE [--out DIR] [--set ...] [--resume]   run the pipeline (see services.driver)
+paced scale --rollout N [--store URL] [--run NAME] [--address ADDR]   change the rollout replica count
 """
 
 from __future__ import annotations
@@ -32,11 +34,46 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmds = config.add_subparsers(dest="config_command", required=True)
     _add_config_args(config_cmds.add_parser("show", help="print the resolved config"))
     _add_config_args(config_cmds.add_parser("check", help="validate a config"))
+    commands.add_parser(
+        "run", help="run the pipeline (arguments: see python -m services.driver --help)", add_help=False
+    )
+    scale = commands.add_parser("scale", help="set the desired number of rollout actors of a running run")
+    scale.add_argument("--rollout", type=int, required=True, metavar="N", help="desired rollout replicas (>= 0)")
+    scale.add_argument("--store", default=None, help="Redis URL of the run's store (default: the embedded store)")
+    scale.add_argument("--run", default="paced", help="run name (run.name in its config)")
+    scale.add_argument("--address", default=None, help="Ray address when the run uses the embedded store")
     return parser
 
 
+def scale(args: argparse.Namespace) -> int:
+    from services.driver import ROLE, init_ray
+    from services.store import StoreError, attach_store
+
+    if args.rollout < 0:
+        print(f"paced scale: --rollout must be >= 0, got {args.rollout}", file=sys.stderr)
+        return 2
+    if args.store is None:
+        init_ray(args.address)
+    try:
+        store = attach_store(args.store, args.run)
+    except StoreError as err:
+        print(f"paced scale: {err}", file=sys.stderr)
+        return 1
+    before = store.desired_replicas(ROLE)
+    store.set_desired_replicas(ROLE, args.rollout)
+    print(f"run {args.run}: desired rollout replicas {before} -> {args.rollout}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        from services.driver import run_from_args
+
+        return run_from_args(argv[1:], prog="paced run")
     args = build_parser().parse_args(argv)
+    if args.command == "scale":
+        return scale(args)
     try:
         if args.command == "config":
             cfg = load_config(args.file, args.overrides)

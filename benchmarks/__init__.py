@@ -1,0 +1,1 @@
+"""Benchmarks behind the speed and memory targets; `make bench` runs them and appends to BENCHMARKS.md."""

@@ -1,0 +1,573 @@
+"""Grading a response against a gold answer: answer extraction, exact, multiple-choice and math checks.
+
+Every check returns a `Verdict`. `check_exact` and `check_choice` are pure string work and run in the
+caller. `check_math` decides equivalence with the `math_verify` package inside worker processes owned by a
+`MathVerifier`, so that a hung or crashing sympy call can be killed without taking the caller with it.
+
+Timeouts in `MathVerifier` work on two levels:
+
+- In the worker, each item runs under its own SIGALRM timer (`timeout_s`). This interrupts every hang we could
+  provoke (9^{9^{9}}, (10^{7})!: sympy and CPython's big-integer arithmetic check for signals), costs
+  nothing but the item's time, and gives the verdict reason "timeout". math_verify's own SIGALRM timeouts
+  are switched off, since a process has only one alarm and theirs would turn a timeout into a silent
+  "mismatch".
+- In the parent, each task (a chunk of items) has a hard deadline of `timeout_s` per item plus
+  `KILL_GRACE_S`. A worker that misses it (stuck in code that ignores signals, or stopped) is killed with
+  the rest of its pool, the pool is rebuilt, and the item gets "timeout". Items that were in flight on other
+  workers are run again; a chunk that missed its deadline is run again item by item.
+
+A worker that dies (segfault, out-of-memory kill) breaks the pool: the pool is rebuilt, and the items that
+were in flight are run again one at a time, so that only the item that kills a worker on its own gets the
+reason "error".
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import multiprocessing
+import os
+import re
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from fractions import Fraction
+from multiprocessing.synchronize import Barrier as BarrierType
+from typing import Literal, get_args
+
+logger = logging.getLogger(__name__)
+
+Reason = Literal["match", "mismatch", "no_answer", "timeout", "error"]
+REASONS: frozenset[str] = frozenset(get_args(Reason))
+
+# Added to a task's deadline in the parent, so that the worker's own alarm (which starts a little later,
+# when the task reaches the worker) fires first and the pool is only killed for a worker that ignores it.
+KILL_GRACE_S = 2.0
+# How long a fresh pool of workers may take to import sympy and math_verify before we give up.
+STARTUP_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of grading one response.
+
+    `correct` is True exactly when `reason` is "match". `extracted` is the answer taken from the response
+    (None when there was none). `reason` is one of `REASONS`:
+    "match", "mismatch", "no_answer" (nothing could be extracted), "timeout" (the equivalence check ran
+    out of time) or "error" (the check raised, or its worker process died).
+    """
+
+    correct: bool
+    extracted: str | None
+    reason: Reason
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"Verdict: reason {self.reason!r} is not one of {sorted(REASONS)}")
+        if self.correct != (self.reason == "match"):
+            raise ValueError(f"Verdict: correct={self.correct} contradicts reason {self.reason!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Extraction
+
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BOX_TOKEN = re.compile(r"[^\s$]+")
+# An escaped character (e.g. \{ in a set) never opens or closes a group.
+_BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
+_ANSWER_LINE = re.compile(
+    r"^[ \t*_#>]*(?:final[ \t]+)?answer[ \t*_]*:[ \t*_$]*(?P<value>.+?)[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FINAL_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
+
+
+def _box_content(text: str, start: int, command: str) -> str | None:
+    """The argument of the box command at `text[start:]`: a balanced `{...}` group, or the token after a
+    space (`\\boxed 5`). None if the box is malformed or empty (e.g. a response cut off mid-box)."""
+    i = start + len(command)
+    if i < len(text) and text[i].isalpha():
+        return None  # a longer command name, e.g. \boxedx
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    if i == len(text):
+        return None
+    if text[i] != "{":
+        if i == start + len(command):
+            return None
+        token = _BOX_TOKEN.match(text, i)
+        return token.group() if token else None
+    depth = 0
+    for token in _BRACE_OR_ESCAPE.finditer(text, i):
+        if token.group() == "{":
+            depth += 1
+        elif token.group() == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : token.start()].strip() or None
+    return None
+
+
+def _last_boxed(text: str) -> str | None:
+    """The content of the last well-formed `\\boxed{...}`, `\\boxed X` or `\\fbox{...}` in `text`."""
+    end = len(text)
+    while True:
+        start, command = max((text.rfind(command, 0, end), command) for command in _BOX_COMMANDS)
+        if start < 0:
+            return None
+        content = _box_content(text, start, command)
+        if content is not None:
+            return content
+        end = start
+
+
+def extract_answer(response: str) -> str | None:
+    """The final answer stated in `response`, or None.
+
+    In order of preference:
+    1. the content of the last well-formed `\\boxed{...}` / `\\fbox{...}` (nested braces and escaped
+       braces are handled; `\\boxed 5` gives "5"; an unclosed box, as in a truncated response, is skipped);
+    2. the value on the last line of the form `Answer: X` (case-insensitive, also `Final answer:` and
+       markdown emphasis), with surrounding `$`, `*` and a trailing period removed;
+    3. the last number in the text: an integer, decimal, negative number or fraction `3/4`; thousands
+       commas are removed (`1,234` gives "1234").
+    """
+    boxed = _last_boxed(response)
+    if boxed is not None:
+        return boxed
+    answer_lines = _ANSWER_LINE.findall(response)
+    if answer_lines:
+        value = answer_lines[-1].rstrip(" .$*").lstrip("$ ")
+        if value:
+            return value
+    numbers = _FINAL_NUMBER.findall(response)
+    if numbers:
+        return numbers[-1].replace(",", "")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Exact match
+
+
+_OUTER_NOISE = re.compile(r"^[\s$]+|[\s$.]+$")
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_INTEGER = re.compile(r"-?\d+")
+_NUMERIC = re.compile(r"-?(?:\d+/0*[1-9]\d*|\d+(?:\.\d+)?|\.\d+)")
+
+
+def _canonical(answer: str) -> str:
+    """A key under which answers that differ only in formatting are equal: outer whitespace, `$` and a
+    trailing period removed, thousands commas removed, inner whitespace removed, and numbers written as
+    reduced fractions ("12.0" and "12" give "12"; "0.5" and "1/2" give "1/2")."""
+    text = _OUTER_NOISE.sub("", answer)
+    if _THOUSANDS.fullmatch(text):
+        text = text.replace(",", "")
+    text = "".join(text.split())
+    if _INTEGER.fullmatch(text):
+        return str(int(text))  # the common case, several times faster than Fraction
+    if _NUMERIC.fullmatch(text):
+        return str(Fraction(text))
+    return text
+
+
+def check_exact(gold: str, response: str) -> Verdict:
+    """Whether the answer extracted from `response` equals `gold` after normalisation (see `_canonical`):
+    "match", "mismatch", or "no_answer" when `extract_answer` finds nothing."""
+    extracted = extract_answer(response)
+    if extracted is None:
+        return Verdict(False, None, "no_answer")
+    if _canonical(extracted) == _canonical(gold):
+        return Verdict(True, extracted, "match")
+    return Verdict(False, extracted, "mismatch")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Multiple choice
+
+
+_CHOICE_LETTERS = "ABCDEFGHIJ"
+_LETTER_IN_BOX = re.compile(r"(?<![A-Za-z])([A-Ja-j])(?![A-Za-z])")
+# A bare lowercase letter after "answer is" is too often the article "a"; in parentheses it is a choice.
+_ANSWER_PHRASE = re.compile(r"(?i:answer)(?:\s+is)?\s*:?[\s*]*(?:\(([A-Ja-j])\)|([A-J])(?![A-Za-z]))")
+_PARENTHESISED_LETTER = re.compile(r"\(([A-J])\)")
+_STANDALONE_LETTER = re.compile(r"\b([A-J])\b")
+
+
+def _extract_choice(response: str) -> str | None:
+    """The chosen letter, upper-cased: from the last box, else the last "Answer: X" / "the answer is X"
+    (lowercase only as "(x)"), else the last "(X)", else the last standalone capital letter A-J (which
+    may be a word such as "I" or "A": this last resort is deliberately permissive)."""
+    boxed = _last_boxed(response)
+    if boxed is not None:
+        letter = _LETTER_IN_BOX.search(boxed)
+        if letter:
+            return letter.group(1).upper()
+    phrases = _ANSWER_PHRASE.findall(response)
+    if phrases:
+        in_parentheses, bare = phrases[-1]
+        return (in_parentheses or bare).upper()
+    for pattern in (_PARENTHESISED_LETTER, _STANDALONE_LETTER):
+        letters = pattern.findall(response)
+        if letters:
+            return letters[-1]
+    return None
+
+
+def check_choice(gold: str, response: str) -> Verdict:
+    """Multiple choice with letters A-J: whether the letter chosen in `response` (see `_extract_choice`)
+    is `gold`, compared case-insensitively. `gold` is a single letter, optionally in parentheses;
+    anything else raises ValueError."""
+    gold_letter = gold.strip().strip("()").upper()
+    if len(gold_letter) != 1 or gold_letter not in _CHOICE_LETTERS:
+        raise ValueError(f"check_choice: gold must be one letter A-J, got {gold!r}")
+    extracted = _extract_choice(response)
+    if extracted is None:
+        return Verdict(False, None, "no_answer")
+    if extracted == gold_letter:
+        return Verdict(True, extracted, "match")
+    return Verdict(False, extracted, "mismatch")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Math equivalence: worker side
+
+
+class _ItemTimeout(BaseException):
+    """Raised by the worker's SIGALRM handler. A BaseException, so that the `except Exception` blocks in
+    math_verify and sympy cannot swallow it."""
+
+
+def _raise_item_timeout(signum: int, frame: object) -> None:
+    raise _ItemTimeout
+
+
+def _init_worker(barrier: BarrierType, startup_timeout_s: float) -> None:
+    """Runs once in each worker: import math_verify, install the alarm handler, then wait for the other
+    workers so that no task's deadline is charged for a sibling's start-up."""
+    import math_verify  # noqa: F401 - imported here so that the first task does not pay for it
+
+    # We call math_verify with its timeouts off on purpose (see the module docstring); it warns once.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    signal.signal(signal.SIGALRM, _raise_item_timeout)
+    barrier.wait(startup_timeout_s)
+
+
+_MATH_DELIMITER = re.compile(r"(?<!\\)\$")
+
+
+def _delimited(gold: str) -> str:
+    """`gold` as LaTeX math for math_verify's parser: wrapped in `$...$` unless already delimited."""
+    stripped = gold.strip()
+    if stripped.startswith(("$", "\\(", "\\[")):
+        return stripped
+    return f"${stripped}$"
+
+
+def _verify_chunk(items: list[tuple[str, str]], timeout_s: float) -> list[tuple[Reason, str]]:
+    """Runs in a worker's main thread. For each (gold, extracted answer) pair, parse the gold as `$gold$`
+    and the answer as `$\\boxed{answer}$`, then `verify(gold, answer)` in that order (math_verify's verify
+    is not symmetric). Returns one (reason, detail) per item; reason is "match", "mismatch", "timeout"
+    (the item ran longer than `timeout_s`) or "error" (parsing or verify raised, or the gold did not
+    parse), with the cause in detail."""
+    from math_verify import parse, verify
+
+    outcomes: list[tuple[Reason, str]] = []
+    for gold, answer in items:
+        outcome: tuple[Reason, str]
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout_s)
+            try:
+                gold_parsed = parse(_delimited(gold), parsing_timeout=None)
+                # A `$` inside the answer would close the math mode we open around it (`\\$` is a dollar sign).
+                bare_answer = _MATH_DELIMITER.sub("", answer)
+                answer_parsed = parse(f"$\\boxed{{{bare_answer}}}$", parsing_timeout=None)
+                if not gold_parsed:
+                    outcome = ("error", f"gold {gold!r} did not parse")
+                elif verify(gold_parsed, answer_parsed, timeout_seconds=None):
+                    outcome = ("match", "")
+                else:
+                    outcome = ("mismatch", "")
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _ItemTimeout:
+            outcome = ("timeout", "")
+        except Exception as exc:
+            outcome = ("error", f"{type(exc).__name__}: {exc}")
+        outcomes.append(outcome)
+    return outcomes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Math equivalence: parent side
+
+
+@dataclass
+class _Task:
+    """Items sent to a worker together. `items` holds (index in the caller's list, gold, answer).
+    An isolated task runs with nothing else in flight, so that if its worker dies, the item is to blame."""
+
+    items: list[tuple[int, str, str]]
+    isolated: bool = False
+
+
+_ChunkFuture = Future[list[tuple[Reason, str]]]
+# Tasks on the pool, each with its hard deadline (time.monotonic()).
+_InFlight = dict[_ChunkFuture, tuple[_Task, float]]
+
+
+class MathVerifier:
+    """Checks math answers for equivalence with math_verify in `workers` spawned worker processes.
+
+    Use it as a context manager or call `close()`. It may be shared between threads: calls are served one
+    at a time. Scripts that use it must guard their entry point with `if __name__ == "__main__":`, because
+    spawned workers import the main module.
+
+    `timeout_s` is the default per-item time limit; `chunk_size` is how many items one task carries to a
+    worker (amortising the round trip; a chunk's hard deadline is `timeout_s` per item plus
+    `KILL_GRACE_S`). The worker pool starts on first use, and again after it had to be killed.
+    """
+
+    def __init__(self, workers: int = 1, timeout_s: float = 5.0, chunk_size: int = 4) -> None:
+        if workers < 1:
+            raise ValueError(f"MathVerifier: workers must be >= 1, got {workers}")
+        if timeout_s <= 0:
+            raise ValueError(f"MathVerifier: timeout_s must be > 0, got {timeout_s}")
+        if chunk_size < 1:
+            raise ValueError(f"MathVerifier: chunk_size must be >= 1, got {chunk_size}")
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.chunk_size = chunk_size
+        self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> MathVerifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers. Idempotent; checks after `close()` raise RuntimeError."""
+        with self._lock:
+            self._closed = True
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+    def check(self, gold: str, response: str, timeout_s: float | None = None) -> Verdict:
+        """`check_many` for one pair."""
+        return self.check_many([(gold, response)], timeout_s=timeout_s)[0]
+
+    def check_many(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        fast_path: bool = True,
+        timeout_s: float | None = None,
+    ) -> list[Verdict]:
+        """Grade (gold, response) pairs; verdicts come back in the order of `pairs`.
+
+        A response with no extractable answer is "no_answer", and with `fast_path` an answer that
+        `check_exact` already finds equal is "match"; neither goes to a worker. The rest are checked by
+        math_verify in the workers (see the module docstring for timeouts and crashes), under
+        `timeout_s` per item (default: the verifier's `timeout_s`).
+        """
+        if self._closed:
+            raise RuntimeError("MathVerifier: check called after close()")
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        if limit <= 0:
+            raise ValueError(f"MathVerifier.check_many: timeout_s must be > 0, got {limit}")
+        verdicts: list[Verdict | None] = [None] * len(pairs)
+        extracted: list[str | None] = [None] * len(pairs)
+        pending: list[tuple[int, str, str]] = []
+        for index, (gold, response) in enumerate(pairs):
+            answer = extract_answer(response)
+            extracted[index] = answer
+            if answer is None:
+                verdicts[index] = Verdict(False, None, "no_answer")
+            elif fast_path and _canonical(answer) == _canonical(gold):
+                verdicts[index] = Verdict(True, answer, "match")
+            else:
+                pending.append((index, gold, answer))
+        outcomes: dict[int, Reason] = {}
+        if pending:
+            with self._lock:
+                outcomes = self._run(pending, limit)
+        return [
+            verdict if verdict is not None else Verdict(outcomes[i] == "match", extracted[i], outcomes[i])
+            for i, verdict in enumerate(verdicts)
+        ]
+
+    # -- scheduling ------------------------------------------------------------------------------------
+
+    def _run(self, items: list[tuple[int, str, str]], timeout_s: float) -> dict[int, Reason]:
+        """Run `items` on the pool with at most one task per worker in flight, so that a task starts as
+        soon as it is submitted and its deadline can be measured from submission."""
+        size = max(1, min(self.chunk_size, math.ceil(len(items) / self.workers)))
+        queue = deque(_Task(items[i : i + size]) for i in range(0, len(items), size))
+        in_flight: _InFlight = {}
+        results: dict[int, Reason] = {}
+        try:
+            while queue or in_flight:
+                while queue and self._may_submit(queue[0], in_flight):
+                    task = queue.popleft()
+                    future = self._submit(task, timeout_s)
+                    in_flight[future] = (task, time.monotonic() + timeout_s * len(task.items) + KILL_GRACE_S)
+                next_deadline = min(deadline for _, deadline in in_flight.values())
+                wait(in_flight, timeout=max(0.0, next_deadline - time.monotonic()), return_when=FIRST_COMPLETED)
+                lost = self._collect_done(in_flight, results)
+                if lost:
+                    self._recover_from_crash(lost + [task for task, _ in in_flight.values()], queue, results)
+                    in_flight.clear()
+                    continue
+                now = time.monotonic()
+                expired = [future for future, (_, deadline) in in_flight.items() if deadline <= now]
+                if expired:
+                    self._recover_from_stuck_worker(expired, in_flight, queue, results)
+        except BaseException:
+            # Interrupted (an unexpected error, KeyboardInterrupt): tasks left running would delay the next
+            # call's tasks past their deadlines, so drop the pool before the exception goes on.
+            if in_flight:
+                self._discard_pool()
+            raise
+        return results
+
+    def _may_submit(self, task: _Task, in_flight: _InFlight) -> bool:
+        if task.isolated or any(running.isolated for running, _ in in_flight.values()):
+            return not in_flight
+        return len(in_flight) < self.workers
+
+    def _submit(self, task: _Task, timeout_s: float) -> _ChunkFuture:
+        payload = [(gold, answer) for _, gold, answer in task.items]
+        try:
+            return self._ensure_pool().submit(_verify_chunk, payload, timeout_s)
+        except BrokenProcessPool:
+            # A worker died while the pool was idle; no item is to blame.
+            self._discard_pool()
+            return self._ensure_pool().submit(_verify_chunk, payload, timeout_s)
+
+    @staticmethod
+    def _collect_done(in_flight: _InFlight, results: dict[int, Reason]) -> list[_Task]:
+        """Record the outcomes of finished tasks and remove them from `in_flight`; return the tasks that
+        failed because the pool broke."""
+        lost: list[_Task] = []
+        for future in [future for future in in_flight if future.done()]:
+            task, _ = in_flight.pop(future)
+            try:
+                outcomes = future.result()
+            except BrokenProcessPool:
+                lost.append(task)
+                continue
+            for (index, gold, answer), (reason, detail) in zip(task.items, outcomes, strict=True):
+                if reason == "error":
+                    logger.warning("math_verify failed on gold %r, answer %r: %s", gold, answer, detail)
+                results[index] = reason
+        return lost
+
+    def _recover_from_crash(self, lost: list[_Task], queue: deque[_Task], results: dict[int, Reason]) -> None:
+        """A worker died. If one item was in flight, it is to blame; otherwise rerun each lost item alone."""
+        self._discard_pool()
+        if len(lost) == 1 and len(lost[0].items) == 1:
+            index, gold, answer = lost[0].items[0]
+            logger.warning("math verifier worker died on gold %r, answer %r", gold, answer)
+            results[index] = "error"
+            return
+        retries = [_Task([item], isolated=True) for task in lost for item in task.items]
+        queue.extendleft(reversed(retries))
+
+    def _recover_from_stuck_worker(
+        self,
+        expired: list[_ChunkFuture],
+        in_flight: _InFlight,
+        queue: deque[_Task],
+        results: dict[int, Reason],
+    ) -> None:
+        """Tasks passed their hard deadline: kill the pool. A single stuck item times out; the items of a
+        stuck chunk are rerun one by one; tasks that were merely in flight elsewhere are rerun as they were."""
+        retries: list[_Task] = []
+        for future in expired:
+            task, _ = in_flight.pop(future)
+            if len(task.items) == 1:
+                index, gold, answer = task.items[0]
+                logger.warning("killed a math verifier worker stuck on gold %r, answer %r", gold, answer)
+                results[index] = "timeout"
+            else:
+                retries.extend(_Task([item]) for item in task.items)
+        retries.extend(task for task, _ in in_flight.values())
+        in_flight.clear()
+        self._discard_pool()
+        queue.extendleft(reversed(retries))
+
+    # -- pool lifecycle --------------------------------------------------------------------------------
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = self._start_pool()
+        return self._pool
+
+    def _start_pool(self) -> ProcessPoolExecutor:
+        """Start `workers` spawned processes and wait until every one has imported math_verify."""
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(self.workers)
+        pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(barrier, STARTUP_TIMEOUT_S),
+        )
+        # With spawn, each submit to a pool without an idle worker starts a process: this starts them all.
+        ready = [pool.submit(os.getpid) for _ in range(self.workers)]
+        done, _ = wait(ready, timeout=STARTUP_TIMEOUT_S)
+        failures = [error for error in (future.exception() for future in done) if error is not None]
+        if len(done) < len(ready) or failures:
+            _kill(pool)
+            cause = failures[0] if failures else TimeoutError(f"not ready after {STARTUP_TIMEOUT_S} s")
+            raise RuntimeError(
+                f"MathVerifier: {self.workers} worker process(es) failed to start ({cause!r}). Check that "
+                "`python -c 'import math_verify'` works, and that the calling script guards its entry "
+                "point with `if __name__ == '__main__':`."
+            ) from cause
+        return pool
+
+    def _discard_pool(self) -> None:
+        if self._pool is not None:
+            _kill(self._pool)
+            self._pool = None
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's worker processes and shut it down. ProcessPoolExecutor has no public way to stop a
+    running task before Python 3.14 (`kill_workers`), so this uses its process table."""
+    for process in list((pool._processes or {}).values()):
+        process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shared default verifier
+
+
+_shared_verifier: MathVerifier | None = None
+_shared_verifier_lock = threading.Lock()
+
+
+def check_math(gold: str, response: str, timeout_s: float = 5.0) -> Verdict:
+    """`MathVerifier.check` on a verifier shared by the whole process: one worker, created on the first
+    call, closed at interpreter exit. Calls from several threads are served one at a time; use your own
+    `MathVerifier` with more workers and `check_many` for throughput."""
+    global _shared_verifier
+    with _shared_verifier_lock:
+        if _shared_verifier is None:
+            _shared_verifier = MathVerifier(workers=1)
+            atexit.register(_shared_verifier.close)
+        verifier = _shared_verifier
+    return verifier.check(gold, response, timeout_s=timeout_s)

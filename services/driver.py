@@ -1,0 +1,531 @@
+"""The driver: builds the actor graph from one config and runs it to the end.
+
+    python -m services.driver --config configs/demo.yaml --out runs/demo     # the `ray job submit` entrypoint
+    paced run --config configs/demo.yaml --out runs/demo                     # the same, from the CLI
+
+The loop, asynchronous mode:
+
+    every idle rollout worker  <- scheduler.next_requests()         (unless paused or the queue is full)
+    finished generation        -> a verifier grades it -> store: outcomes + graded-rollout queue
+    finished grading           -> scheduler.observe(new estimates)
+    finished learner step      -> every `sync_every` steps publish weights; start the next step
+    every second               -> reconcile the rollout replica count with the store's desired count
+    every `eval_every` steps   -> held-out accuracy (greedy)
+
+Synchronous mode (`pipeline.mode: sync`) runs the same pieces one after another: generate one batch,
+grade it, train one step, publish, repeat; it is the baseline the asynchronous loop is measured against.
+A rollout actor that dies is replaced (the new one loads the latest weights first) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from paced_core.config import ConfigError, PacedConfig, load_config
+from paced_core.tasks import get_template
+from services.learner import Learner, latest_checkpoint
+from services.pool import Pool, group_of, load_pool
+from services.rollout import HFRolloutWorker
+from services.scheduler import Scheduler
+from services.store import open_store
+from services.store.base import PassRateStore
+from services.verifier import Verifier
+
+ROLE = "rollout"
+
+
+def log(message: str) -> None:
+    print(f"[paced {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@dataclass
+class WorkerSlot:
+    worker_id: str
+    handle: Any
+    busy: Any = None  # the ObjectRef of the generation in flight
+    requests: list = field(default_factory=list)
+    retiring: bool = False
+    version: int = 0
+
+
+class Driver:
+    def __init__(self, cfg: PacedConfig, out_dir: str | Path, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
+        self.pool: Pool = load_pool(cfg.data, seed=cfg.run.seed)
+        self.eval_set = (
+            self.pool.heldout[: cfg.pipeline.eval_problems] if cfg.pipeline.eval_problems else self.pool.heldout
+        )
+        self.store: PassRateStore = open_store(cfg.store)
+        self.scheduler = Scheduler(self.pool.train, cfg.scheduler)
+        self.workers: dict[str, WorkerSlot] = {}
+        self._worker_seq = 0
+        self.weights_ref: Any = None
+        self.weights_version = 0
+        self.restarts = 0
+        self.generated_tokens = 0
+        self.rollouts_graded = 0
+        self.metrics_file = (self.out / "metrics.jsonl").open("a" if resume else "w")
+        self.evals: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ actors
+
+    def _start_actors(self) -> None:
+        cfg = self.cfg
+        learner_cls = ray.remote(Learner).options(
+            num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, max_concurrency=1
+        )
+        self.learner = learner_cls.remote(cfg, self.pool.train, str(self.out))
+        verifier_cls = ray.remote(Verifier).options(num_cpus=cfg.verifier.num_cpus)
+        self.verifiers = [
+            verifier_cls.remote(cfg.verifier, cfg.store, self.pool.train) for _ in range(cfg.verifier.replicas)
+        ]
+        self._verifier_rr = 0
+        self._pool_ref = ray.put(self.pool.train)
+        ray.get(self.learner.stats.remote())  # surfaces a model that fails to load, naming the learner
+
+    def _new_worker(self, role: str = "student") -> WorkerSlot:
+        cfg = self.cfg
+        self._worker_seq += 1
+        worker_id = f"{role}-{self._worker_seq}"
+        model = cfg.student if role == "student" else cfg.teacher
+        rollout = cfg.rollout
+        if role == "teacher":
+            rollout = rollout.model_copy(update={"temperature": cfg.teacher.reference_temperature})
+        handle = (
+            ray.remote(HFRolloutWorker)
+            .options(num_cpus=rollout.num_cpus, num_gpus=rollout.num_gpus, name=None)
+            .remote(
+                worker_id,
+                model.path,
+                rollout,
+                self._pool_ref,
+                get_template(cfg.data.template),
+                gguf_file=model.gguf_file,
+                dtype=model.dtype,
+                chat=cfg.student.chat_template,
+                role=role,
+                threads=max(1, int(rollout.num_cpus)),
+            )
+        )
+        slot = WorkerSlot(worker_id, handle)
+        if role == "student" and self.weights_ref is not None:
+            # A worker that joins mid-run serves the latest weights before its first request.
+            slot.version = ray.get(handle.load_weights.remote(self.weights_version, self.weights_ref))
+        else:
+            ray.get(handle.state.remote())  # surfaces a failed start, naming the worker
+        return slot
+
+    def _add_workers(self, n: int) -> None:
+        for _ in range(n):
+            slot = self._new_worker()
+            self.workers[slot.worker_id] = slot
+            log(f"rollout worker {slot.worker_id} started (serving version {slot.version})")
+
+    def _reconcile(self) -> None:
+        desired = self.store.desired_replicas(ROLE)
+        if desired is None:
+            return
+        active = [w for w in self.workers.values() if not w.retiring]
+        if desired > len(active):
+            self._add_workers(desired - len(active))
+        elif desired < len(active):
+            # Retire idle workers first; a busy one finishes its batch, then goes.
+            for slot in sorted(active, key=lambda w: w.busy is not None)[: len(active) - desired]:
+                slot.retiring = True
+                log(f"rollout worker {slot.worker_id} retiring (desired replicas {desired})")
+                if slot.busy is None:
+                    self._retire(slot)
+
+    def _retire(self, slot: WorkerSlot) -> None:
+        ray.kill(slot.handle)
+        self.workers.pop(slot.worker_id, None)
+        self.store.remove_worker_status(slot.worker_id)
+
+    def _replace_dead(self, slot: WorkerSlot, err: Exception) -> None:
+        self.restarts += 1
+        self.workers.pop(slot.worker_id, None)
+        self.store.remove_worker_status(slot.worker_id)
+        log(f"rollout worker {slot.worker_id} died ({type(err).__name__}); starting a replacement")
+        if not slot.retiring:
+            self._add_workers(1)
+
+    def _publish(self) -> None:
+        """One put into the object store; every worker loads it after its current batch."""
+        version_ref, state_ref = self.learner.weights.options(num_returns=2).remote()
+        version = ray.get(version_ref)
+        self.weights_ref, self.weights_version = state_ref, version
+        self.scheduler.set_policy_version(version)
+        for slot in self.workers.values():
+            slot.handle.load_weights.remote(version, state_ref)
+            slot.version = version
+
+    # ------------------------------------------------------------------ rollouts and grading
+
+    def _dispatch(self, slot: WorkerSlot, role: str = "student") -> None:
+        cfg = self.cfg
+        requests = self.scheduler.next_requests(
+            cfg.pipeline.problems_per_request, cfg.rollout.samples_per_problem, role
+        )
+        slot.requests = requests
+        slot.busy = slot.handle.generate.remote(requests)
+
+    def _grade(self, rollouts: list) -> Any:
+        verifier = self.verifiers[self._verifier_rr % len(self.verifiers)]
+        self._verifier_rr += 1
+        return verifier.grade.remote(rollouts)
+
+    def _absorb_grading(self, summary: dict[str, Any]) -> None:
+        self.rollouts_graded += summary["graded"]
+        self.generated_tokens += summary["tokens"]
+        if summary["problem_ids"]:
+            ids = summary["problem_ids"]
+            self.scheduler.observe(dict(zip(ids, self.store.estimates(ids), strict=True)))
+
+    def _sample_all(self, samples: int, role: str) -> dict[str, int]:
+        """Generate `samples` completions for every pool problem with the workers, grade them all."""
+        slots = [self._new_worker("teacher")] if role == "teacher" else list(self.workers.values())
+        indices = list(range(len(self.pool.train)))
+        per = self.cfg.pipeline.problems_per_request
+        chunks = [indices[i : i + per] for i in range(0, len(indices), per)]
+        pending_gen: dict[Any, WorkerSlot] = {}
+        grading = []
+        totals = {"graded": 0, "correct": 0, "teacher_refs_kept": 0}
+        done = 0
+        last_log = time.monotonic()
+        while chunks or pending_gen:
+            for slot in slots:
+                if slot.busy is None and chunks:
+                    reqs = self.scheduler.requests_for(chunks.pop(), samples, role)
+                    slot.busy = slot.handle.generate.remote(reqs)
+                    pending_gen[slot.busy] = slot
+            ready, _ = ray.wait(list(pending_gen), num_returns=1, timeout=1.0)
+            for ref in ready:
+                slot = pending_gen.pop(ref)
+                slot.busy = None
+                grading.append(self._grade(ray.get(ref)))
+                done += 1
+            if time.monotonic() - last_log > self.cfg.run.log_every_s:
+                log(f"{role} sampling: {done}/{done + len(chunks) + len(pending_gen)} batches")
+                last_log = time.monotonic()
+        for summary in ray.get(grading):
+            self._absorb_grading(summary)
+            for key in totals:
+                totals[key] += summary[key]
+        if role == "teacher":
+            for slot in slots:
+                ray.kill(slot.handle)
+        return totals
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> float:
+        if not self.eval_set:
+            return float("nan")
+        slot = next(iter(self.workers.values()))
+        if slot.busy is not None:
+            ray.wait([slot.busy])
+        texts = ray.get(slot.handle.complete.remote(self.eval_set, True))
+        correct = ray.get(self.verifiers[0].grade_texts.remote(self.eval_set, texts))
+        by_group: dict[str, list[bool]] = {}
+        for p, ok in zip(self.eval_set, correct, strict=True):
+            by_group.setdefault(group_of(p), []).append(ok)
+        acc = sum(correct) / len(correct)
+        self.evals.append(
+            {
+                "version": slot.version,
+                "accuracy": acc,
+                "by_group": {g: sum(v) / len(v) for g, v in sorted(by_group.items())},
+                "time": time.time(),
+            }
+        )
+        self.store.append_metrics({"kind": "eval", **self.evals[-1]})
+        return acc
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        started = time.time()
+        if not self.resume:
+            self.store.clear()
+        self.store.register_problems([p.id for p in self.pool.train], [group_of(p) for p in self.pool.train])
+        self.store.set_run_info(
+            {
+                "run": cfg.run.name,
+                "pool": len(self.pool.train),
+                "heldout": len(self.pool.heldout),
+                "mode": cfg.pipeline.mode,
+                "started_at": started,
+                "steps": cfg.learner.steps,
+                "kernel": cfg.scheduler.kernel.model_dump(),
+            }
+        )
+        if self.store.desired_replicas(ROLE) is None or not self.resume:
+            self.store.set_desired_replicas(ROLE, cfg.rollout.replicas)
+        log(
+            f"run {cfg.run.name}: pool {len(self.pool.train)} problems, held-out {len(self.pool.heldout)}, "
+            f"mode {cfg.pipeline.mode}, {cfg.learner.steps} steps"
+        )
+        self._start_actors()
+        if self.resume:
+            ckpt = latest_checkpoint(self.out)
+            if ckpt is None:
+                raise FileNotFoundError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+            ray.get(self.learner.load_checkpoint.remote(ckpt))
+            log(f"resumed from {ckpt}")
+        self._add_workers(self.store.desired_replicas(ROLE) or cfg.rollout.replicas)
+        if self.resume:
+            self._publish()
+            self.scheduler.rebuild(self.store.all_estimates(), self.weights_version)
+        needs_refs = ray.get(self.learner.needs_teacher_refs.remote())
+        if needs_refs and self.store.teacher_ref_count() == 0:
+            log(f"generating teacher references ({cfg.teacher.reference_samples} per problem) ...")
+            totals = self._sample_all(cfg.teacher.reference_samples, "teacher")
+            log(f"teacher references: kept {totals['teacher_refs_kept']} of {totals['graded']} (correct only)")
+        if needs_refs:
+            with_refs = list(self.store.get_teacher_refs([p.id for p in self.pool.train]))
+            if not with_refs:
+                raise RuntimeError(
+                    "the teacher produced no verified reference for any problem, so the forward-KL stage has "
+                    "nothing to train on: check teacher.path, the prompt template and rollout.max_new_tokens"
+                )
+            self.scheduler.restrict_learner_draws(with_refs)
+        if cfg.pipeline.warmup_samples and not self.resume:
+            log(f"warm-up: {cfg.pipeline.warmup_samples} samples of every problem to seed pass rates ...")
+            self._sample_all(cfg.pipeline.warmup_samples, "student")
+        hist_before = self.store.histogram()
+        acc_before = self.evaluate()
+        log(f"held-out accuracy before: {acc_before:.3f} on {len(self.eval_set)} problems")
+        loop_start = time.perf_counter()
+        if cfg.pipeline.mode == "async":
+            self._run_async()
+        else:
+            self._run_sync()
+        wall = time.perf_counter() - loop_start
+        for slot in self.workers.values():
+            if slot.busy is not None:
+                ray.wait([slot.busy])
+                slot.busy = None
+        self._publish()
+        ray.get([w.handle.state.remote() for w in self.workers.values()])  # weights loaded everywhere
+        acc_after = self.evaluate()
+        log(f"held-out accuracy after: {acc_after:.3f} (before {acc_before:.3f})")
+        stats = ray.get(self.learner.stats.remote())
+        if cfg.learner.checkpoint_every:
+            ray.get(self.learner.save_checkpoint.remote())
+        summary = {
+            "run": cfg.run.name,
+            "mode": cfg.pipeline.mode,
+            "steps": stats["step"],
+            "wall_s": time.time() - started,
+            "train_loop_s": wall,
+            "steps_per_min": stats["step"] / wall * 60 if wall else 0.0,
+            "heldout_accuracy_before": acc_before,
+            "heldout_accuracy_after": acc_after,
+            "evals": self.evals,
+            "passrate_histogram_before": hist_before,
+            "passrate_histogram_after": self.store.histogram(),
+            "rollout_tokens_per_s": self.generated_tokens / wall if wall else 0.0,
+            "learner_tokens_per_s": stats["tokens"] / wall if wall else 0.0,
+            "learner_idle_fraction": max(0.0, 1 - stats["busy_s"] / wall) if wall else 0.0,
+            "rollouts_graded": self.rollouts_graded,
+            "rollouts_used": stats["used"],
+            "rollouts_dropped_stale": stats["dropped_stale"],
+            "rollouts_dropped_offstage": stats["dropped_offstage"],
+            "rollouts_left_in_queue": sum(self.store.queue_depth().values()),
+            "teacher_sequences": stats["teacher_sequences"],
+            "actor_restarts": self.restarts,
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        log(
+            f"done: {summary['steps']} steps in {wall:.0f} s ({summary['steps_per_min']:.1f}/min), "
+            f"accuracy {acc_before:.3f} -> {acc_after:.3f}, learner idle {summary['learner_idle_fraction']:.0%}, "
+            f"rollouts used {summary['rollouts_used']}, dropped stale {summary['rollouts_dropped_stale']}"
+        )
+        return summary
+
+    def _learner_draw(self) -> list:
+        """Problems for a stage trained on teacher references (ignored by stages on student rollouts)."""
+        return self.scheduler.learner_draw(self.cfg.learner.batch_size)
+
+    def _record(self, row: dict[str, Any]) -> None:
+        row = {"time": time.time(), **row}
+        self.metrics_file.write(json.dumps(row) + "\n")
+        self.metrics_file.flush()
+        self.store.append_metrics(row)
+
+    def _progress(self, step_metrics: dict[str, Any]) -> None:
+        s = self.scheduler.summary()
+        acc = self.evals[-1]["accuracy"] if self.evals else float("nan")
+        tok_s = self.generated_tokens / max(1e-9, time.perf_counter() - self._t0)
+        m = step_metrics
+        log(
+            f"step {m.get('step', 0)}/{self.cfg.learner.steps} "
+            f"loss {m.get('loss', float('nan')):.4f} ({m.get('loss_kind', '-')}) | "
+            f"p: seen {s['seen']:.0%} mean {s['mean_p']:.2f} near0 {s['near0']:.0%} mid {s['mid']:.0%} "
+            f"near1 {s['near1']:.0%} | rollout {tok_s:.0f} tok/s | staleness {m.get('staleness_mean', 0):.1f} "
+            f"| eval acc {acc:.3f} | workers {len(self.workers)}"
+        )
+
+    def _run_async(self) -> None:
+        cfg = self.cfg
+        self._t0 = time.perf_counter()
+        gen: dict[Any, WorkerSlot] = {}
+        grading: set[Any] = set()
+        learner_ref = self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s)
+        step = 0
+        last_log = last_reconcile = time.monotonic()
+        last_metrics: dict[str, Any] = {}
+        while step < cfg.learner.steps:
+            now = time.monotonic()
+            if now - last_reconcile > 1.0:
+                self._reconcile()
+                last_reconcile = now
+            paused = self.store.paused()
+            depth = self.store.queue_depth()
+            queued = depth["undelivered"] + depth["pending"]
+            for slot in list(self.workers.values()):
+                if slot.busy is None and not slot.retiring and not paused and queued < cfg.pipeline.max_queued_rollouts:
+                    self._dispatch(slot)
+                    gen[slot.busy] = slot
+            waitable = [*gen, *grading, learner_ref]
+            ready, _ = ray.wait(waitable, num_returns=1, timeout=0.5)
+            for ref in ready:
+                if ref is learner_ref:
+                    last_metrics = ray.get(ref)
+                    if last_metrics["trained"]:
+                        step = last_metrics["step"]
+                        self._record({"kind": "step", **last_metrics})
+                        if step % cfg.learner.sync_every == 0:
+                            self._publish()
+                        if cfg.learner.checkpoint_every and step % cfg.learner.checkpoint_every == 0:
+                            ray.get(self.learner.save_checkpoint.remote())
+                        if step % cfg.run.eval_every == 0 and step < cfg.learner.steps:
+                            self.evaluate()
+                    if step < cfg.learner.steps:
+                        learner_ref = self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s)
+                elif ref in gen:
+                    slot = gen.pop(ref)
+                    slot.busy = None
+                    try:
+                        rollouts = ray.get(ref)
+                    except RayActorError as err:
+                        self._replace_dead(slot, err)
+                        continue
+                    grading.add(self._grade(rollouts))
+                    self.store.set_worker_status(slot.worker_id, {"version": slot.version, "state": "idle"})
+                    if slot.retiring:
+                        self._retire(slot)
+                else:
+                    grading.discard(ref)
+                    self._absorb_grading(ray.get(ref))
+            if time.monotonic() - last_log > cfg.run.log_every_s:
+                self._progress(last_metrics)
+                last_log = time.monotonic()
+        for summary in ray.get(list(grading)):
+            self._absorb_grading(summary)
+        self._progress(last_metrics)
+
+    def _run_sync(self) -> None:
+        cfg = self.cfg
+        self._t0 = time.perf_counter()
+        step = 0
+        last_log = time.monotonic()
+        last_metrics: dict[str, Any] = {}
+        needed = cfg.learner.batch_size
+        while step < cfg.learner.steps:
+            self._reconcile()
+            # Generate exactly one learner batch, spread over the workers, then grade it all.
+            per_request = cfg.rollout.samples_per_problem
+            n_problems = max(1, -(-needed // per_request))
+            requests = self.scheduler.next_requests(n_problems, per_request)
+            slots = list(self.workers.values())
+            parts = [requests[i :: len(slots)] for i in range(len(slots))]
+            refs = [s.handle.generate.remote(p) for s, p in zip(slots, parts, strict=True) if p]
+            rollouts = [r for batch in ray.get(refs) for r in batch]
+            self._absorb_grading(ray.get(self._grade(rollouts)))
+            last_metrics = ray.get(self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s))
+            if last_metrics["trained"]:
+                step = last_metrics["step"]
+                self._record({"kind": "step", **last_metrics})
+                if step % cfg.learner.sync_every == 0:
+                    self._publish()
+                if step % cfg.run.eval_every == 0 and step < cfg.learner.steps:
+                    self.evaluate()
+            if time.monotonic() - last_log > cfg.run.log_every_s:
+                self._progress(last_metrics)
+                last_log = time.monotonic()
+        self._progress(last_metrics)
+
+    def close(self) -> None:
+        self.metrics_file.close()
+        for slot in list(self.workers.values()):
+            ray.kill(slot.handle)
+        for v in getattr(self, "verifiers", []):
+            ray.kill(v)
+        if hasattr(self, "learner"):
+            ray.kill(self.learner)
+
+
+NAMESPACE = "paced"  # named actors (the embedded store) are found across jobs in this namespace
+
+
+def init_ray(address: str | None = None) -> None:
+    """Join `address` or the cluster named by RAY_ADDRESS (as under `ray job submit`); else start a
+    local one on loopback."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(
+            num_cpus=max(4, os.cpu_count() or 1),
+            include_dashboard=False,
+            namespace=NAMESPACE,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+        )
+
+
+def run_from_args(argv: Sequence[str] | None = None, prog: str = "python -m services.driver") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Run a PACED pipeline.")
+    parser.add_argument("--config", required=True, help="YAML run config")
+    parser.add_argument("--out", default=None, help="output directory (default: runs/<run.name>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"paced: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("runs") / cfg.run.name)
+    init_ray()
+    driver = Driver(cfg, out, resume=args.resume)
+    try:
+        summary = driver.run()
+    finally:
+        driver.close()
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list | dict)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_from_args())

@@ -1,0 +1,366 @@
+"""The learner: student (trained) and teacher (frozen), one KL step at a time, weights out, checkpoints.
+
+Each `train_step` runs the loss the schedule gives for the current step:
+
+- on **student** sequences (reverse KL, JSD, AKL by default): graded rollouts pulled from the store's
+  queue. A rollout more than `learner.max_staleness` policy versions old is dropped (acknowledged and
+  counted as dropped-stale); the rest are acknowledged only after the optimizer step that used them, so
+  a learner that dies mid-step loses nothing.
+- on **teacher** sequences (forward KL by default): verified teacher references for the problems the
+  driver drew (in proportion to w in `sample` mode).
+
+Weighting: in `sample` mode problems were already drawn in proportion to w, so the loss is the plain
+mean of per-sequence token means; in `loss` mode each sequence's loss is multiplied by w(p_hat) of its
+problem (read from the store now) and normalised by the sum of weights (`paced_core.losses.reduce`).
+
+The student sees the problem's prompt; the teacher sees the same prompt or, with
+`teacher.privileged_context`, the prompt with the reference answer. Both score the same completion
+tokens. Prompts are left-padded so that every completion starts at the same column, which lets the
+model compute logits for the completion positions only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from paced_core.config import PacedConfig
+from paced_core.losses import DIVERGENCES, reduce
+from paced_core.schedule import LossSchedule
+from paced_core.tasks import Problem, get_template
+from services.models import load_model, load_tokenizer, pick_device
+from services.records import GradedRollout, ProblemRef
+from services.rollout import encode_prompt
+from services.store import open_store
+from services.store.base import PassRateStore
+
+CONSUMER = "learner"
+
+
+@dataclass
+class TrainSequence:
+    """One training sequence: prompt ids for each model and the completion both score."""
+
+    student_prompt: list[int]
+    teacher_prompt: list[int]
+    completion: list[int]
+    problem_id: str
+    version: int  # policy version that produced the completion (-1 for teacher references)
+
+
+class Learner:
+    def __init__(
+        self, cfg: PacedConfig, pool: Sequence[Problem], out_dir: str | Path, store: PassRateStore | None = None
+    ) -> None:
+        self.cfg = cfg
+        lc = cfg.learner
+        torch.manual_seed(lc.seed)
+        self.device = pick_device(lc.device)
+        self.pool = list(pool)
+        self.by_id = {p.id: p for p in self.pool}
+        self.store = store if store is not None else open_store(cfg.store)
+        self.out_dir = Path(out_dir)
+        self.tokenizer = load_tokenizer(cfg.student.path, cfg.student.gguf_file, "student.path")
+        self.student = load_model(cfg.student.path, cfg.student.gguf_file, cfg.student.dtype, self.device)
+        if cfg.teacher.path is None:
+            # Self-distillation: the frozen initial student.
+            self.teacher = copy.deepcopy(self.student)
+        else:
+            self.teacher = load_model(
+                cfg.teacher.path, cfg.teacher.gguf_file, cfg.teacher.dtype, self.device, "teacher.path"
+            )
+        self.teacher.eval().requires_grad_(False)
+        self.student.train()
+        vs, vt = (
+            self.student.get_output_embeddings().weight.shape[0],
+            self.teacher.get_output_embeddings().weight.shape[0],
+        )
+        # Checkpoints of one family may pad the vocabulary differently (e.g. Qwen2.5 1.5B vs 7B):
+        # the divergence runs over the ids both models have, which must cover the tokenizer.
+        self.vocab = min(vs, vt)
+        if len(self.tokenizer) > self.vocab:
+            raise ValueError(
+                f"student ({vs}) and teacher ({vt}) output vocabularies do not cover the tokenizer's "
+                f"{len(self.tokenizer)} tokens: are they from the same model family?"
+            )
+        self.template = get_template(cfg.data.template)
+        self.teacher_template = get_template("privileged_context") if cfg.teacher.privileged_context else self.template
+        self.schedule = LossSchedule(cfg.schedule, lc.steps)
+        self.kernel = cfg.scheduler.kernel.build()
+        self.optimizer = torch.optim.AdamW(
+            self.student.parameters(), lr=lc.lr, betas=lc.betas, weight_decay=lc.weight_decay
+        )
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+        self.version = 0
+        self.counts = {
+            "used": 0,
+            "dropped_stale": 0,
+            "dropped_offstage": 0,  # graded while the stage trained on teacher references
+            "teacher_sequences": 0,
+            "skipped_no_ref": 0,
+        }
+        self.idle_s = 0.0
+        self.busy_s = 0.0
+        self.tokens = 0
+        self._prompt_cache: dict[tuple[str, str], list[int]] = {}
+
+    # ------------------------------------------------------------------ schedule
+
+    def _lr_factor(self, step: int) -> float:
+        lc = self.cfg.learner
+        if lc.warmup_steps and step < lc.warmup_steps:
+            return (step + 1) / lc.warmup_steps
+        progress = (step - lc.warmup_steps) / max(1, lc.steps - lc.warmup_steps)
+        if lc.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if lc.lr_schedule == "linear":
+            return max(0.0, 1 - progress)
+        return 1.0
+
+    def current_loss(self) -> dict[str, Any]:
+        return self.schedule.loss_at(min(self.step, self.cfg.learner.steps - 1)).model_dump()
+
+    def needs_teacher_refs(self) -> bool:
+        """Whether any stage trains on teacher references (the driver then generates them first)."""
+        specs = [self.schedule.loss_at(0), self.schedule.loss_at(self.cfg.learner.steps - 1)]
+        return any(s.sequences == "teacher" for s in specs)
+
+    # ------------------------------------------------------------------ batches
+
+    def _prompt(self, problem_id: str, role: str) -> list[int]:
+        key = (problem_id, role)
+        if key not in self._prompt_cache:
+            template = self.template if role == "student" else self.teacher_template
+            self._prompt_cache[key] = encode_prompt(
+                self.by_id[problem_id], template, self.tokenizer, self.cfg.student.chat_template
+            )
+        return self._prompt_cache[key]
+
+    def _student_batch(self, wait_s: float) -> tuple[list[TrainSequence], list[str]]:
+        """Pull fresh graded rollouts until a full batch (or `wait_s` passes); returns (seqs, ids to ack).
+
+        Stale rollouts are acknowledged at once (counted as dropped-stale), so they never hold up the
+        queue; the rest are acknowledged by the caller after the step that uses them.
+        """
+        want = self.cfg.learner.batch_size
+        seqs: list[TrainSequence] = []
+        used_ids: list[str] = []
+        deadline = time.perf_counter() + wait_s
+        oldest_ok = self.version - self.cfg.learner.max_staleness
+        while len(seqs) < want:
+            remaining_ms = int(max(0.0, deadline - time.perf_counter()) * 1000)
+            entries = self.store.pull_graded(CONSUMER, want - len(seqs), block_ms=min(remaining_ms, 200))
+            stale = [entry_id for entry_id, g in entries if g.rollout.version < oldest_ok]
+            if stale:
+                self.store.ack(stale)
+                self.counts["dropped_stale"] += len(stale)
+            for entry_id, graded in entries:
+                if graded.rollout.version >= oldest_ok:
+                    seqs.append(self._from_rollout(graded))
+                    used_ids.append(entry_id)
+            if time.perf_counter() >= deadline:
+                break
+        return seqs, used_ids
+
+    def _from_rollout(self, graded: GradedRollout) -> TrainSequence:
+        r = graded.rollout
+        teacher_prompt = self._prompt(r.problem.id, "teacher") if self.cfg.teacher.privileged_context else r.prompt_ids
+        return TrainSequence(r.prompt_ids, teacher_prompt, r.completion_ids, r.problem.id, r.version)
+
+    def _teacher_batch(self, problems: Sequence[ProblemRef]) -> list[TrainSequence]:
+        refs = self.store.get_teacher_refs(sorted({p.id for p in problems}))
+        seqs = []
+        for i, p in enumerate(problems):
+            options = refs.get(p.id) or []
+            if not options:
+                self.counts["skipped_no_ref"] += 1
+                continue
+            ref = options[(self.step + i) % len(options)]
+            seqs.append(
+                TrainSequence(
+                    self._prompt(p.id, "student"), self._prompt(p.id, "teacher"), ref["completion_ids"], p.id, -1
+                )
+            )
+        return seqs
+
+    def _tensors(self, prompts: list[list[int]], completions: list[list[int]]):
+        """Left-pad prompts to one column, right-pad completions: ids, attention mask, position ids."""
+        pad = self.tokenizer.pad_token_id
+        p_width = max(len(p) for p in prompts)
+        c_width = max(len(c) for c in completions)
+        n = len(prompts)
+        ids = torch.full((n, p_width + c_width), pad, dtype=torch.long)
+        mask = torch.zeros((n, p_width + c_width), dtype=torch.long)
+        for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            ids[row, p_width - len(p) : p_width] = torch.tensor(p)
+            ids[row, p_width : p_width + len(c)] = torch.tensor(c, dtype=torch.long)
+            mask[row, p_width - len(p) : p_width + len(c)] = 1
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        return ids.to(self.device), mask.to(self.device), positions.to(self.device), c_width
+
+    def _completion_logits(self, model, prompts, completions) -> torch.Tensor:
+        """Logits predicting each completion token: [B, C, V], column j predicts completion token j."""
+        ids, mask, positions, c_width = self._tensors(prompts, completions)
+        # Only the last c_width + 1 positions are needed; the last of those predicts past the end.
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=c_width + 1)
+        return out.logits[:, :-1, : self.vocab]
+
+    # ------------------------------------------------------------------ training
+
+    def train_step(self, problems: Sequence[ProblemRef] | None = None, wait_s: float = 30.0) -> dict[str, Any]:
+        """One optimizer step. `problems`: the driver's draw, used when the stage trains on teacher references."""
+        spec = self.schedule.loss_at(self.step)
+        waited = time.perf_counter()
+        ack_ids: list[str] = []
+        if spec.sequences == "student":
+            seqs, ack_ids = self._student_batch(wait_s)
+        else:
+            seqs = self._teacher_batch(problems or [])
+            # Student rollouts still feed the pass rates, but this stage does not train on them.
+            offstage = [entry_id for entry_id, _ in self.store.pull_graded(CONSUMER, 10_000, block_ms=0)]
+            if offstage:
+                self.store.ack(offstage)
+                self.counts["dropped_offstage"] += len(offstage)
+        started = time.perf_counter()
+        self.idle_s += started - waited
+        if not seqs:
+            return {"step": self.step, "trained": False, "waited_s": started - waited, "loss_kind": spec.kind}
+        completions = [s.completion for s in seqs]
+        mask = torch.zeros(len(seqs), max(len(c) for c in completions), device=self.device)
+        for row, c in enumerate(completions):
+            mask[row, : len(c)] = 1
+        with torch.no_grad():
+            teacher_logits = self._completion_logits(self.teacher, [s.teacher_prompt for s in seqs], completions)
+        student_logits = self._completion_logits(self.student, [s.student_prompt for s in seqs], completions)
+        kwargs = {"beta": spec.beta} if spec.kind == "jsd" else {"mu": spec.mu} if spec.kind == "akl" else {}
+        per_token = DIVERGENCES[spec.kind](
+            student_logits, teacher_logits, mask, chunk_size=self.cfg.learner.chunk_size, **kwargs
+        )
+        p_hat = np.array([e.p_hat for e in self.store.estimates([s.problem_id for s in seqs])])
+        weights = torch.as_tensor(self.kernel(p_hat), dtype=torch.float32, device=self.device)
+        mode = self.cfg.scheduler.weighting
+        loss = reduce(per_token, mask, weights if mode == "loss" else None, mode=mode)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.learner.grad_clip)
+            if self.cfg.learner.grad_clip
+            else torch.tensor(float("nan"))
+        )
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        if ack_ids:
+            self.store.ack(ack_ids)
+            self.counts["used"] += len(ack_ids)
+        if spec.sequences == "teacher":
+            self.counts["teacher_sequences"] += len(seqs)
+        self.step += 1
+        self.version += 1
+        elapsed = time.perf_counter() - started
+        self.busy_s += elapsed
+        n_tokens = int(mask.sum().item())
+        self.tokens += n_tokens
+        seq_loss = (per_token.detach() * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+        staleness = [self.version - 1 - s.version for s in seqs if s.version >= 0]
+        return {
+            "step": self.step,
+            "trained": True,
+            "loss": float(loss.item()),
+            "loss_kind": spec.kind,
+            "sequences": spec.sequences,
+            "grad_norm": float(grad_norm),
+            "lr": self.lr_scheduler.get_last_lr()[0],
+            "tokens": n_tokens,
+            "waited_s": started - waited,
+            "step_s": elapsed,
+            "staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
+            "dropped_stale": self.counts["dropped_stale"],
+            # For the dashboard: which pass rates the learner trained on, and the loss at each.
+            "trained_p": p_hat.round(4).tolist(),
+            "trained_loss": seq_loss.cpu().numpy().round(5).tolist(),
+        }
+
+    # ------------------------------------------------------------------ weights and checkpoints
+
+    def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
+        """(version, CPU copy of the student's state dict): what gets published to the samplers.
+
+        On Ray, call it with `num_returns=2`: the state dict then goes into the object store once, and
+        every rollout worker reads that one object.
+        """
+        return self.version, {k: v.detach().to("cpu", copy=True) for k, v in self.student.state_dict().items()}
+
+    def stats(self) -> dict[str, Any]:
+        total = self.idle_s + self.busy_s
+        return {
+            "step": self.step,
+            "version": self.version,
+            **self.counts,
+            "idle_s": self.idle_s,
+            "busy_s": self.busy_s,
+            "idle_fraction": self.idle_s / total if total else 0.0,
+            "tokens": self.tokens,
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Student in HF format plus optimizer, LR schedule, step and counters; `latest` points at it."""
+        ckpt = self.out_dir / "checkpoints" / f"step-{self.step:06d}"
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        self.student.save_pretrained(tmp / "student")
+        self.tokenizer.save_pretrained(tmp / "student")
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.lr_scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp / "trainer_state.pt",
+        )
+        (tmp / "trainer_state.json").write_text(
+            json.dumps({"step": self.step, "version": self.version, "counts": self.counts, "tokens": self.tokens})
+        )
+        if ckpt.exists():
+            raise FileExistsError(f"checkpoint {ckpt} already exists")
+        os.replace(tmp, ckpt)
+        (self.out_dir / "checkpoints" / "latest.json").write_text(json.dumps({"path": ckpt.name, "step": self.step}))
+        return ckpt
+
+    def load_checkpoint(self, ckpt: Path) -> None:
+        """Continue exactly where `save_checkpoint` left off (weights, optimizer, schedule, step)."""
+        weights_file = ckpt / "student" / "model.safetensors"
+        if not weights_file.exists():
+            raise FileNotFoundError(f"checkpoint {ckpt} has no student/model.safetensors")
+        state = load_file(str(weights_file))
+        missing, unexpected = self.student.load_state_dict(state, strict=False)
+        # Tied embeddings are saved once; anything else missing means a different architecture.
+        missing = [k for k in missing if k != "lm_head.weight"]
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint {ckpt} does not fit the student: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+        trainer = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        self.optimizer.load_state_dict(trainer["optimizer"])
+        self.lr_scheduler.load_state_dict(trainer["lr_scheduler"])
+        torch.set_rng_state(trainer["torch_rng"])
+        meta = json.loads((ckpt / "trainer_state.json").read_text())
+        self.step, self.version, self.tokens = meta["step"], meta["version"], meta["tokens"]
+        self.counts.update(meta["counts"])
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    marker = Path(out_dir) / "checkpoints" / "latest.json"
+    if not marker.exists():
+        return None
+    return marker.parent / json.loads(marker.read_text())["path"]

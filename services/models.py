@@ -1,0 +1,59 @@
+"""Loading student and teacher models and their tokenizer, with errors that say which and why.
+
+A model path is a local directory, a Hugging Face id (only what is already cached: runs are
+offline-friendly), or `embedded:teacher` / `embedded:student` for the tiny models the package ships.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from paced_core.embedded import resolve_model_path
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer that cannot be loaded; the message names the config path and the cause."""
+
+
+def _source(path: str, what: str) -> str:
+    resolved = resolve_model_path(path)
+    looks_local = resolved.startswith((".", "/", "~")) or Path(resolved).expanduser().exists()
+    if looks_local and not Path(resolved).expanduser().is_dir():
+        raise ModelLoadError(f"{what}: model directory {resolved!r} does not exist")
+    return str(Path(resolved).expanduser()) if looks_local else resolved
+
+
+def load_tokenizer(path: str, gguf_file: str | None = None, what: str = "student.path") -> PreTrainedTokenizerBase:
+    source = _source(path, what)
+    try:
+        tok = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{what}: cannot load a tokenizer from {source!r}: {err}") from err
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    path: str, gguf_file: str | None = None, dtype: str = "float32", device: str = "cpu", what: str = "student.path"
+) -> PreTrainedModel:
+    source = _source(path, what)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=DTYPES[dtype])
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{what}: cannot load a model from {source!r}: {err}") from err
+    return model.to(device)
+
+
+def pick_device(setting: str) -> str:
+    """`auto` is cuda when a GPU is visible, else cpu; `cuda` without a GPU is an error."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("learner.device is 'cuda' but no CUDA device is visible")
+    return setting

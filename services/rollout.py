@@ -1,0 +1,215 @@
+"""Rollout workers: turn rollout requests into completions tagged with the policy version.
+
+`HFRolloutWorker` (the CPU default) runs transformers `generate`, batched. New weights arrive through
+`load_weights(version, state)` and take effect between generation batches: on Ray an actor runs one
+method at a time, so a weight update queued behind a `generate` call waits for that batch to end.
+The class works without Ray; the driver applies `ray.remote` to it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from paced_core.config import RolloutConfig
+from paced_core.tasks import Problem, PromptTemplate
+from services.models import load_model, load_tokenizer
+from services.records import Rollout, RolloutRequest
+
+
+class WeightMismatchError(ValueError):
+    """Published weights that do not fit the engine's model; the engine keeps its current version."""
+
+
+def encode_prompt(problem: Problem, template: PromptTemplate, tokenizer, chat: bool) -> list[int]:
+    """Token ids of the rendered prompt (through the chat template when `chat`)."""
+    if chat:
+        text = template.render_chat(problem, tokenizer)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(template.render(problem))["input_ids"]
+
+
+def check_state_compatible(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> None:
+    """Raise `WeightMismatchError` naming the first missing, unexpected or wrongly shaped tensor."""
+    for name, tensor in expected.items():
+        if name not in given:
+            raise WeightMismatchError(f"weight update lacks {name!r} (expected shape {tuple(tensor.shape)})")
+        if tuple(given[name].shape) != tuple(tensor.shape):
+            raise WeightMismatchError(
+                f"weight update has {name!r} with shape {tuple(given[name].shape)}, expected {tuple(tensor.shape)}"
+            )
+    for name in given:
+        if name not in expected:
+            raise WeightMismatchError(f"weight update has unexpected tensor {name!r}")
+
+
+@dataclass
+class GenerationStats:
+    tokens: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+
+
+class HFRolloutWorker:
+    """A student (or teacher) inference engine on transformers `generate`."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        model_path: str,
+        rollout: RolloutConfig,
+        pool: Sequence[Problem],
+        template: PromptTemplate,
+        *,
+        gguf_file: str | None = None,
+        dtype: str = "float32",
+        chat: bool = False,
+        role: str = "student",
+        threads: int | None = None,
+        device: str = "cpu",
+    ) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.worker_id = worker_id
+        self.cfg = rollout
+        self.role = role
+        self.device = device
+        self.tokenizer = load_tokenizer(model_path, gguf_file)
+        self.model = load_model(model_path, gguf_file, dtype, device).eval()
+        self.template, self.chat = template, chat
+        self.pool = list(pool)
+        self._prompt_cache: dict[int, list[int]] = {}
+        self.version = 0
+        self.stats = GenerationStats()
+        # Sampling draws from torch's global generator (generate() takes no generator), seeded per worker.
+        torch.manual_seed(rollout.seed * 1_000_003 + zlib.crc32(worker_id.encode()))
+        stop_ids = [self.tokenizer.eos_token_id]
+        self._stop_strings = []
+        for stop in rollout.stop:
+            ids = self.tokenizer(stop, add_special_tokens=False)["input_ids"]
+            if len(ids) == 1:
+                stop_ids.append(ids[0])
+            else:
+                self._stop_strings.append(stop)
+        self._stop_ids = sorted({i for i in stop_ids if i is not None})
+
+    # ------------------------------------------------------------------ weights
+
+    def load_weights(self, version: int, state: Mapping[str, torch.Tensor]) -> int:
+        """Install published weights (names and shapes must match); returns the version now served."""
+        current = self.model.state_dict()
+        check_state_compatible(current, state)
+        with torch.no_grad():
+            for name, tensor in current.items():
+                tensor.copy_(state[name].to(tensor.device, tensor.dtype))
+        self.version = version
+        return version
+
+    def state(self) -> dict[str, object]:
+        return {
+            "worker_id": self.worker_id,
+            "version": self.version,
+            "tokens": self.stats.tokens,
+            "seconds": self.stats.seconds,
+            "batches": self.stats.batches,
+        }
+
+    # ------------------------------------------------------------------ generation
+
+    def _prompt(self, index: int) -> list[int]:
+        if index not in self._prompt_cache:
+            self._prompt_cache[index] = encode_prompt(self.pool[index], self.template, self.tokenizer, self.chat)
+        return self._prompt_cache[index]
+
+    def generate(self, requests: Sequence[RolloutRequest]) -> list[Rollout]:
+        """`request.n` completions for each request's problem, sampled with the configured settings."""
+        prompts, refs = [], []
+        for req in requests:
+            if not 0 <= req.problem.index < len(self.pool):
+                raise IndexError(f"request {req.request_id}: problem index {req.problem.index} outside the pool")
+            prompts.extend([self._prompt(req.problem.index)] * req.n)
+            refs.extend([req.problem] * req.n)
+        outputs = self._run(prompts, greedy=self.cfg.temperature == 0)
+        now = time.time()
+        return [
+            Rollout(
+                rollout_id=f"{self.worker_id}-{uuid.uuid4().hex[:12]}",
+                problem=ref,
+                prompt_ids=prompt,
+                completion_ids=completion,
+                text=self.tokenizer.decode(completion, skip_special_tokens=True),
+                version=self.version,
+                worker_id=self.worker_id,
+                role=self.role,
+                created_at=now,
+                finish_reason=reason,
+            )
+            for ref, prompt, (completion, reason) in zip(refs, prompts, outputs, strict=True)
+        ]
+
+    def complete(self, problems: Sequence[Problem], greedy: bool = True) -> list[str]:
+        """Completion texts for problems outside the pool (held-out evaluation)."""
+        prompts = [encode_prompt(p, self.template, self.tokenizer, self.chat) for p in problems]
+        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _ in self._run(prompts, greedy)]
+
+    def _run(self, prompts: list[list[int]], greedy: bool) -> list[tuple[list[int], str]]:
+        out: list[tuple[list[int], str]] = []
+        for start in range(0, len(prompts), self.cfg.batch_size):
+            out.extend(self._generate_batch(prompts[start : start + self.cfg.batch_size], greedy))
+        return out
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[list[int]], greedy: bool) -> list[tuple[list[int], str]]:
+        started = time.perf_counter()
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):  # left padding: every prompt ends at column `width`
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        sampling = (
+            {"do_sample": False}
+            if greedy
+            else {
+                "do_sample": True,
+                "temperature": self.cfg.temperature,
+                "top_p": self.cfg.top_p,
+                "top_k": self.cfg.top_k if self.cfg.top_k > 0 else None,
+            }
+        )
+        extra = {"stop_strings": self._stop_strings, "tokenizer": self.tokenizer} if self._stop_strings else {}
+        generated = self.model.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            max_new_tokens=self.cfg.max_new_tokens,
+            eos_token_id=self._stop_ids,
+            pad_token_id=pad,
+            **sampling,
+            **extra,
+        )[:, width:].tolist()
+        results = []
+        for row in generated:
+            completion, reason = [], "length"
+            for token in row:
+                completion.append(token)
+                if token in self._stop_ids:
+                    reason = "stop"
+                    break
+            if reason == "length" and self._stop_strings:
+                text = self.tokenizer.decode(completion)
+                if any(text.endswith(s) or s in text for s in self._stop_strings):
+                    reason = "stop"
+            # Trailing pad tokens after an early stop are not part of the completion.
+            if reason == "stop" and completion and completion[-1] == pad and pad not in self._stop_ids:
+                completion.pop()
+            results.append((completion, reason))
+        self.stats.tokens += sum(len(c) for c, _ in results)
+        self.stats.seconds += time.perf_counter() - started
+        self.stats.batches += 1
+        return results

@@ -1,0 +1,107 @@
+"""The verifier: grades rollouts, records outcomes in the store, queues graded rollouts for the learner.
+
+Each problem is graded by its own checker (`Problem.checker`: exact, math or choice) unless
+`verifier.checker` forces one. A crash or timeout inside math-verify grades the rollout as wrong with
+reason `error` / `timeout` (see `paced_core.verify`); it never stops the run.
+
+Student rollouts become outcomes (pass-rate statistics) and queued graded rollouts (training data).
+Teacher rollouts are references for forward-KL stages: only the correct ones are kept, in the store.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from paced_core.config import StoreConfig, VerifierConfig
+from paced_core.tasks import Problem
+from paced_core.verify import MathVerifier, Verdict, check_choice, check_exact
+from services.records import GradedRollout, Outcome, Rollout
+from services.store import open_store
+from services.store.base import PassRateStore
+
+
+class Grader:
+    """Grades (problem, response) pairs with each problem's checker; owns the math-verify pool."""
+
+    def __init__(self, cfg: VerifierConfig) -> None:
+        self.cfg = cfg
+        self._math: MathVerifier | None = None
+
+    def _math_verifier(self) -> MathVerifier:
+        if self._math is None:
+            self._math = MathVerifier(workers=self.cfg.workers, timeout_s=self.cfg.timeout_s)
+        return self._math
+
+    def grade(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Verdict]:
+        verdicts: list[Verdict | None] = [None] * len(problems)
+        math_items: list[int] = []
+        for i, (problem, response) in enumerate(zip(problems, responses, strict=True)):
+            checker = problem.checker if self.cfg.checker == "auto" else self.cfg.checker
+            if checker == "exact":
+                verdicts[i] = check_exact(problem.answer, response)
+            elif checker == "choice":
+                verdicts[i] = check_choice(problem.answer, response)
+            else:
+                math_items.append(i)
+        if math_items:
+            pairs = [(problems[i].answer, responses[i]) for i in math_items]
+            for i, verdict in zip(math_items, self._math_verifier().check_many(pairs), strict=True):
+                verdicts[i] = verdict
+        return [v for v in verdicts if v is not None]
+
+    def close(self) -> None:
+        if self._math is not None:
+            self._math.close()
+
+
+class Verifier:
+    """Grades rollouts of the pool and writes what follows from them to the store."""
+
+    def __init__(
+        self, cfg: VerifierConfig, store_cfg: StoreConfig, pool: Sequence[Problem], store: PassRateStore | None = None
+    ) -> None:
+        self.pool = list(pool)
+        self.store = store if store is not None else open_store(store_cfg)
+        self.grader = Grader(cfg)
+        self.reasons: Counter[str] = Counter()
+
+    def grade(self, rollouts: Sequence[Rollout]) -> dict[str, object]:
+        """Grade, record and queue; returns counts and the ids of the problems whose estimates moved."""
+        problems = [self.pool[r.problem.index] for r in rollouts]
+        verdicts = self.grader.grade(problems, [r.text for r in rollouts])
+        graded = [
+            GradedRollout(rollout=r, correct=v.correct, extracted=v.extracted, reason=v.reason)
+            for r, v in zip(rollouts, verdicts, strict=True)
+        ]
+        self.reasons.update(v.reason for v in verdicts)
+        student = [g for g in graded if g.rollout.role == "student"]
+        teacher = [g for g in graded if g.rollout.role == "teacher"]
+        new = self.store.record_outcomes([Outcome.of(g) for g in student]) if student else 0
+        if student:
+            self.store.push_graded(student)
+        kept_refs = 0
+        by_problem: dict[str, list[dict]] = {}
+        for g in teacher:
+            if g.correct:
+                by_problem.setdefault(g.rollout.problem.id, []).append(
+                    {"completion_ids": g.rollout.completion_ids, "text": g.rollout.text, "version": g.rollout.version}
+                )
+        for problem_id, refs in by_problem.items():
+            self.store.put_teacher_refs(problem_id, refs)
+            kept_refs += len(refs)
+        return {
+            "graded": len(graded),
+            "recorded": new,
+            "correct": sum(g.correct for g in graded),
+            "teacher_refs_kept": kept_refs,
+            "problem_ids": sorted({g.rollout.problem.id for g in student}),
+            "tokens": sum(len(r.completion_ids) for r in rollouts),
+        }
+
+    def grade_texts(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[bool]:
+        """Correctness only, recording nothing (held-out evaluation)."""
+        return [v.correct for v in self.grader.grade(problems, responses)]
+
+    def close(self) -> None:
+        self.grader.close()
