@@ -8,9 +8,15 @@ export HF_HUB_OFFLINE := 1
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup test lint bench clean
+.PHONY: setup system-deps test lint bench demo clean
 
-setup: $(STAMP)
+setup: $(STAMP) system-deps
+
+# Debian packages the tests need: redis-server (the store's integration tests start their own).
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package) ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,14 +25,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-bench: $(STAMP)
+bench: setup
 	$(PY) -m benchmarks.run
 
 clean:

@@ -79,16 +79,41 @@ class Driver:
         self.generated_tokens = 0
         self.rollouts_graded = 0
         self.metrics_file = (self.out / "metrics.jsonl").open("a" if resume else "w")
+        # What the learner did with graded rollouts, summed from its step results (a learner that dies
+        # loses only the step in flight, whose rollouts it had not acknowledged).
+        self.counts = {
+            "used": 0,
+            "dropped_stale": 0,
+            "dropped_offstage": 0,
+            "teacher_sequences": 0,
+            "skipped_no_ref": 0,
+        }
+        self.learner_restarts = 0
         self.evals: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ actors
 
-    def _start_actors(self) -> None:
+    def _start_learner(self) -> None:
         cfg = self.cfg
         learner_cls = ray.remote(Learner).options(
             num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, max_concurrency=1
         )
         self.learner = learner_cls.remote(cfg, self.pool.train, str(self.out))
+
+    def _restart_learner(self, err: Exception) -> None:
+        """Replace a dead learner; it continues from the latest checkpoint (or from the start)."""
+        self.learner_restarts += 1
+        log(f"learner died ({type(err).__name__}); restarting it from the latest checkpoint")
+        self._start_learner()
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is not None:
+            ray.get(self.learner.load_checkpoint.remote(ckpt))
+            log(f"learner restored from {ckpt}")
+        self._publish()
+
+    def _start_actors(self) -> None:
+        cfg = self.cfg
+        self._start_learner()
         verifier_cls = ray.remote(Verifier).options(num_cpus=cfg.verifier.num_cpus)
         self.verifiers = [
             verifier_cls.remote(cfg.verifier, cfg.store, self.pool.train) for _ in range(cfg.verifier.replicas)
@@ -343,12 +368,13 @@ class Driver:
             "learner_tokens_per_s": stats["tokens"] / wall if wall else 0.0,
             "learner_idle_fraction": max(0.0, 1 - stats["busy_s"] / wall) if wall else 0.0,
             "rollouts_graded": self.rollouts_graded,
-            "rollouts_used": stats["used"],
-            "rollouts_dropped_stale": stats["dropped_stale"],
-            "rollouts_dropped_offstage": stats["dropped_offstage"],
+            "rollouts_used": self.counts["used"],
+            "rollouts_dropped_stale": self.counts["dropped_stale"],
+            "rollouts_dropped_offstage": self.counts["dropped_offstage"],
             "rollouts_left_in_queue": sum(self.store.queue_depth().values()),
-            "teacher_sequences": stats["teacher_sequences"],
+            "teacher_sequences": self.counts["teacher_sequences"],
             "actor_restarts": self.restarts,
+            "learner_restarts": self.learner_restarts,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(
@@ -361,6 +387,12 @@ class Driver:
     def _learner_draw(self) -> list:
         """Problems for a stage trained on teacher references (ignored by stages on student rollouts)."""
         return self.scheduler.learner_draw(self.cfg.learner.batch_size)
+
+    def _absorb_step(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        for key, value in metrics.pop("counts").items():
+            self.counts[key] += value
+        metrics["workers"] = len(self.workers)
+        return metrics
 
     def _record(self, row: dict[str, Any]) -> None:
         row = {"time": time.time(), **row}
@@ -406,7 +438,12 @@ class Driver:
             ready, _ = ray.wait(waitable, num_returns=1, timeout=0.5)
             for ref in ready:
                 if ref is learner_ref:
-                    last_metrics = ray.get(ref)
+                    try:
+                        last_metrics = self._absorb_step(ray.get(ref))
+                    except RayActorError as err:
+                        self._restart_learner(err)
+                        learner_ref = self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s)
+                        continue
                     if last_metrics["trained"]:
                         step = last_metrics["step"]
                         self._record({"kind": "step", **last_metrics})
@@ -458,7 +495,13 @@ class Driver:
             refs = [s.handle.generate.remote(p) for s, p in zip(slots, parts, strict=True) if p]
             rollouts = [r for batch in ray.get(refs) for r in batch]
             self._absorb_grading(ray.get(self._grade(rollouts)))
-            last_metrics = ray.get(self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s))
+            try:
+                last_metrics = self._absorb_step(
+                    ray.get(self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s))
+                )
+            except RayActorError as err:
+                self._restart_learner(err)
+                continue
             if last_metrics["trained"]:
                 step = last_metrics["step"]
                 self._record({"kind": "step", **last_metrics})

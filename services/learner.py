@@ -222,6 +222,7 @@ class Learner:
     def train_step(self, problems: Sequence[ProblemRef] | None = None, wait_s: float = 30.0) -> dict[str, Any]:
         """One optimizer step. `problems`: the driver's draw, used when the stage trains on teacher references."""
         spec = self.schedule.loss_at(self.step)
+        counts_before = dict(self.counts)
         waited = time.perf_counter()
         ack_ids: list[str] = []
         if spec.sequences == "student":
@@ -236,7 +237,13 @@ class Learner:
         started = time.perf_counter()
         self.idle_s += started - waited
         if not seqs:
-            return {"step": self.step, "trained": False, "waited_s": started - waited, "loss_kind": spec.kind}
+            return {
+                "step": self.step,
+                "trained": False,
+                "waited_s": started - waited,
+                "loss_kind": spec.kind,
+                "counts": {k: v - counts_before[k] for k, v in self.counts.items()},
+            }
         completions = [s.completion for s in seqs]
         mask = torch.zeros(len(seqs), max(len(c) for c in completions), device=self.device)
         for row, c in enumerate(completions):
@@ -286,7 +293,8 @@ class Learner:
             "waited_s": started - waited,
             "step_s": elapsed,
             "staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
-            "dropped_stale": self.counts["dropped_stale"],
+            # What this step did with the queue; the driver adds these up (they survive a learner crash).
+            "counts": {k: v - counts_before[k] for k, v in self.counts.items()},
             # For the dashboard: which pass rates the learner trained on, and the loss at each.
             "trained_p": p_hat.round(4).tolist(),
             "trained_loss": seq_loss.cpu().numpy().round(5).tolist(),
@@ -305,6 +313,7 @@ class Learner:
     def stats(self) -> dict[str, Any]:
         total = self.idle_s + self.busy_s
         return {
+            "pid": os.getpid(),
             "step": self.step,
             "version": self.version,
             **self.counts,
@@ -317,6 +326,8 @@ class Learner:
     def save_checkpoint(self) -> Path:
         """Student in HF format plus optimizer, LR schedule, step and counters; `latest` points at it."""
         ckpt = self.out_dir / "checkpoints" / f"step-{self.step:06d}"
+        if ckpt.exists():  # already saved at this step: nothing has changed since
+            return ckpt
         tmp = ckpt.with_name(ckpt.name + ".tmp")
         self.student.save_pretrained(tmp / "student")
         self.tokenizer.save_pretrained(tmp / "student")
@@ -331,8 +342,6 @@ class Learner:
         (tmp / "trainer_state.json").write_text(
             json.dumps({"step": self.step, "version": self.version, "counts": self.counts, "tokens": self.tokens})
         )
-        if ckpt.exists():
-            raise FileExistsError(f"checkpoint {ckpt} already exists")
         os.replace(tmp, ckpt)
         (self.out_dir / "checkpoints" / "latest.json").write_text(json.dumps({"path": ckpt.name, "step": self.step}))
         return ckpt

@@ -8,6 +8,7 @@ The class works without Ray; the driver applies `ray.remote` to it.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 import zlib
@@ -112,6 +113,7 @@ class HFRolloutWorker:
 
     def state(self) -> dict[str, object]:
         return {
+            "pid": os.getpid(),
             "worker_id": self.worker_id,
             "version": self.version,
             "tokens": self.stats.tokens,

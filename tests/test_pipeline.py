@@ -1,0 +1,190 @@
+"""The whole graph on a real local Ray cluster, with the shipped tiny models, on both store backends.
+
+Each run is small (a pool of ~150 synthetic problems, a few learner steps) so the suite stays fast;
+`make demo` is the full-size run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from paced_core.config import load_config
+from services.driver import ROLE, Driver
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def small_config(run_name: str, steps: int = 6, redis_url: str | None = None, **extra: str):
+    overrides = {
+        "run.name": run_name,
+        "run.log_every_s": "1",
+        "run.eval_every": "1000",
+        "data.train.n": "160",
+        "learner.steps": str(steps),
+        "learner.batch_size": "16",
+        "pipeline.problems_per_request": "8",
+        "pipeline.warmup_samples": "1",
+        "pipeline.eval_problems": "16",
+        "pipeline.learner_wait_s": "20",
+        "rollout.batch_size": "64",
+        **extra,
+    }
+    if redis_url:
+        overrides["store.url"] = redis_url
+    return load_config(REPO / "configs" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])
+
+
+def read_steps(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "step"]
+
+
+def assert_every_graded_rollout_is_accounted_for(summary: dict) -> None:
+    accounted = (
+        summary["rollouts_used"]
+        + summary["rollouts_dropped_stale"]
+        + summary["rollouts_dropped_offstage"]
+        + summary["rollouts_left_in_queue"]
+    )
+    assert summary["rollouts_graded"] == accounted, summary
+
+
+def run_driver(cfg, out: Path, resume: bool = False) -> dict:
+    driver = Driver(cfg, out, resume=resume)
+    try:
+        return driver.run()
+    finally:
+        driver.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_full_graph_runs_a_few_steps(backend, ray_cluster, redis_url, tmp_path):
+    cfg = small_config(f"graph-{backend}", redis_url=redis_url if backend == "redis" else None)
+    summary = run_driver(cfg, tmp_path)
+    assert summary["steps"] == 6
+    assert [r["step"] for r in read_steps(tmp_path)] == [1, 2, 3, 4, 5, 6]
+    assert summary["rollouts_used"] >= 6 * 16
+    assert_every_graded_rollout_is_accounted_for(summary)
+    # Warm-up sampled every pool problem, so the "before" histogram covers the whole pool.
+    assert summary["passrate_histogram_before"]["seen"] == 144  # 160 minus 10% held out
+    assert 0.0 <= summary["heldout_accuracy_before"] <= 1.0
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["steps"] == 6 and saved["run"] == f"graph-{backend}"
+
+
+def test_sync_mode_runs_the_same_graph(ray_cluster, tmp_path):
+    summary = run_driver(small_config("graph-sync", **{"pipeline.mode": "sync"}), tmp_path)
+    assert summary["steps"] == 6 and summary["mode"] == "sync"
+    assert_every_graded_rollout_is_accounted_for(summary)
+
+
+def _when(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.2)
+
+
+def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path):
+    cfg = small_config("scale", steps=400, **{"learner.max_staleness": "1000"})
+    driver = Driver(cfg, tmp_path)
+    seen_counts: list[int] = []
+
+    def steer() -> None:
+        _when(lambda: driver.counts["used"] > 0)
+        driver.store.set_desired_replicas(ROLE, 3)
+        _when(lambda: len(driver.workers) == 3)
+        seen_counts.append(len(driver.workers))
+        driver.store.set_desired_replicas(ROLE, 1)
+        _when(lambda: len(driver.workers) == 1)
+        seen_counts.append(len(driver.workers))
+
+    thread = threading.Thread(target=steer, daemon=True)
+    thread.start()
+    try:
+        summary = driver.run()
+    finally:
+        driver.close()
+    thread.join(timeout=5)
+    assert seen_counts == [3, 1]
+    assert {r["workers"] for r in read_steps(tmp_path)} >= {3}
+    assert_every_graded_rollout_is_accounted_for(summary)
+
+
+def test_a_rollout_actor_killed_mid_run_is_replaced(ray_cluster, tmp_path):
+    cfg = small_config("kill-rollout", steps=200, **{"learner.max_staleness": "1000"})
+    driver = Driver(cfg, tmp_path)
+    killed: list[int] = []
+
+    def kill_one() -> None:
+        _when(lambda: driver.counts["used"] >= 16)
+        slot = next(iter(driver.workers.values()))
+        pid = ray.get(slot.handle.state.remote())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    thread = threading.Thread(target=kill_one, daemon=True)
+    thread.start()
+    try:
+        summary = driver.run()
+    finally:
+        driver.close()
+    thread.join(timeout=5)
+    assert killed, "the rollout actor was never killed"
+    assert summary["steps"] == 200
+    assert summary["actor_restarts"] >= 1
+    assert_every_graded_rollout_is_accounted_for(summary)
+
+
+def adam_steps(ckpt: Path) -> float:
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)["optimizer"]["state"]
+    return float(next(iter(state.values()))["step"])
+
+
+def test_killed_learner_continues_from_its_checkpoint(ray_cluster, tmp_path):
+    cfg = small_config("kill-learner", steps=40, **{"learner.checkpoint_every": "10", "learner.max_staleness": "1000"})
+    driver = Driver(cfg, tmp_path)
+
+    def kill_learner() -> None:
+        _when(lambda: (tmp_path / "checkpoints" / "step-000010").exists())
+        _when(lambda: any(r.get("step", 0) > 12 for r in read_steps(tmp_path)))
+        os.kill(ray.get(driver.learner.stats.remote())["pid"], signal.SIGKILL)
+
+    thread = threading.Thread(target=kill_learner, daemon=True)
+    thread.start()
+    try:
+        summary = driver.run()
+    finally:
+        driver.close()
+    thread.join(timeout=5)
+    assert summary["learner_restarts"] == 1
+    assert summary["steps"] == 40
+    steps = [r["step"] for r in read_steps(tmp_path)]
+    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert steps[restart] == 11  # the restarted learner redid the steps after checkpoint 10
+    # The optimizer state came back too: Adam's step count equals the learner's step count.
+    assert adam_steps(tmp_path / "checkpoints" / "step-000040") == 40
+    assert_every_graded_rollout_is_accounted_for(summary)
+
+
+def test_resume_continues_with_the_same_step_count_and_optimizer_state(ray_cluster, tmp_path):
+    first = run_driver(small_config("resume", steps=4, **{"learner.checkpoint_every": "2"}), tmp_path)
+    assert first["steps"] == 4
+    assert adam_steps(tmp_path / "checkpoints" / "step-000004") == 4
+    cfg = small_config("resume", steps=7, **{"learner.checkpoint_every": "2"})
+    second = run_driver(cfg, tmp_path, resume=True)
+    assert second["steps"] == 7
+    steps = [r["step"] for r in read_steps(tmp_path)]
+    assert steps == [1, 2, 3, 4, 5, 6, 7]
+    assert adam_steps(tmp_path / "checkpoints" / "step-000007") == 7
