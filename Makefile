@@ -35,5 +35,9 @@ lint: $(STAMP)
 bench: setup
 	$(PY) -m benchmarks.run
 
+# The embedded default: the whole pipeline on this machine (no GPU, no Redis), output in runs/demo.
+demo: setup
+	$(PY) -m services.driver --config configs/demo.yaml --out runs/demo
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

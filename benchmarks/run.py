@@ -18,6 +18,7 @@ SUITES = {
     "losses": "benchmarks.bench_losses",
     "verify": "benchmarks.bench_verify",
     "store": "benchmarks.bench_store",
+    "pipeline": "benchmarks.bench_pipeline",
 }
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 HEADER = """# Benchmarks

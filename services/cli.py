@@ -53,7 +53,7 @@ def scale(args: argparse.Namespace) -> int:
         print(f"paced scale: --rollout must be >= 0, got {args.rollout}", file=sys.stderr)
         return 2
     if args.store is None:
-        init_ray(args.address)
+        init_ray(args.address or "auto")  # the running cluster, not a new one
     try:
         store = attach_store(args.store, args.run)
     except StoreError as err:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -30,19 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayError
 
 from paced_core.config import ConfigError, PacedConfig, load_config
-from paced_core.tasks import get_template
+from paced_core.tasks import TaskDataError, get_template
 from services.learner import Learner, latest_checkpoint
+from services.models import ModelLoadError, check_model
 from services.pool import Pool, group_of, load_pool
 from services.rollout import HFRolloutWorker
 from services.scheduler import Scheduler
-from services.store import open_store
+from services.store import StoreError, open_store
 from services.store.base import PassRateStore
 from services.verifier import Verifier
 
 ROLE = "rollout"
+
+
+class PipelineError(RuntimeError):
+    """A run that cannot go on; the message says why and what to change."""
 
 
 def log(message: str) -> None:
@@ -324,7 +330,7 @@ class Driver:
         if needs_refs:
             with_refs = list(self.store.get_teacher_refs([p.id for p in self.pool.train]))
             if not with_refs:
-                raise RuntimeError(
+                raise PipelineError(
                     "the teacher produced no verified reference for any problem, so the forward-KL stage has "
                     "nothing to train on: check teacher.path, the prompt template and rollout.max_new_tokens"
                 )
@@ -394,6 +400,18 @@ class Driver:
         metrics["workers"] = len(self.workers)
         return metrics
 
+    def _after_step(self, metrics: dict[str, Any]) -> int:
+        """Record a trained step; publish, checkpoint and evaluate when they are due. Returns the step."""
+        cfg, step = self.cfg, metrics["step"]
+        self._record({"kind": "step", **metrics})
+        if step % cfg.learner.sync_every == 0:
+            self._publish()
+        if cfg.learner.checkpoint_every and step % cfg.learner.checkpoint_every == 0:
+            ray.get(self.learner.save_checkpoint.remote())
+        if step % cfg.run.eval_every == 0 and step < cfg.learner.steps:
+            self.evaluate()
+        return step
+
     def _record(self, row: dict[str, Any]) -> None:
         row = {"time": time.time(), **row}
         self.metrics_file.write(json.dumps(row) + "\n")
@@ -445,14 +463,7 @@ class Driver:
                         learner_ref = self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s)
                         continue
                     if last_metrics["trained"]:
-                        step = last_metrics["step"]
-                        self._record({"kind": "step", **last_metrics})
-                        if step % cfg.learner.sync_every == 0:
-                            self._publish()
-                        if cfg.learner.checkpoint_every and step % cfg.learner.checkpoint_every == 0:
-                            ray.get(self.learner.save_checkpoint.remote())
-                        if step % cfg.run.eval_every == 0 and step < cfg.learner.steps:
-                            self.evaluate()
+                        step = self._after_step(last_metrics)
                     if step < cfg.learner.steps:
                         learner_ref = self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s)
                 elif ref in gen:
@@ -503,12 +514,7 @@ class Driver:
                 self._restart_learner(err)
                 continue
             if last_metrics["trained"]:
-                step = last_metrics["step"]
-                self._record({"kind": "step", **last_metrics})
-                if step % cfg.learner.sync_every == 0:
-                    self._publish()
-                if step % cfg.run.eval_every == 0 and step < cfg.learner.steps:
-                    self.evaluate()
+                step = self._after_step(last_metrics)
             if time.monotonic() - last_log > cfg.run.log_every_s:
                 self._progress(last_metrics)
                 last_log = time.monotonic()
@@ -547,6 +553,24 @@ def init_ray(address: str | None = None) -> None:
         )
 
 
+def preflight(cfg: PacedConfig) -> None:
+    """The checks that need no actor, so that bad input fails in seconds: data, model paths, Redis."""
+    load_pool(cfg.data, seed=cfg.run.seed)
+    check_model(cfg.student.path, cfg.student.gguf_file, "student.path")
+    if cfg.teacher.path is not None:
+        check_model(cfg.teacher.path, cfg.teacher.gguf_file, "teacher.path")
+    if cfg.store.url is not None:
+        open_store(cfg.store).close()
+
+
+def _cause(err: BaseException) -> str:
+    """The root error of a Ray actor or task failure, without Ray's traceback framing."""
+    text = str(err)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Unavailable|Corrupt)\b.*:", line)]
+    return named[-1] if named else (lines[-1] if lines else type(err).__name__)
+
+
 def run_from_args(argv: Sequence[str] | None = None, prog: str = "python -m services.driver") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Run a PACED pipeline.")
     parser.add_argument("--config", required=True, help="YAML run config")
@@ -560,12 +584,20 @@ def run_from_args(argv: Sequence[str] | None = None, prog: str = "python -m serv
         print(f"paced: {err}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("runs") / cfg.run.name)
-    init_ray()
-    driver = Driver(cfg, out, resume=args.resume)
     try:
-        summary = driver.run()
-    finally:
-        driver.close()
+        preflight(cfg)
+        init_ray()
+        driver = Driver(cfg, out, resume=args.resume)
+        try:
+            summary = driver.run()
+        finally:
+            driver.close()
+    except (TaskDataError, ModelLoadError, StoreError, PipelineError, FileNotFoundError) as err:
+        print(f"paced: {err}", file=sys.stderr)
+        return 1
+    except RayError as err:
+        print(f"paced: an actor failed: {_cause(err)}", file=sys.stderr)
+        return 1
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list | dict)}, indent=2))
     return 0
 

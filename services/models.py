@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from paced_core.embedded import resolve_model_path
 
@@ -26,6 +26,19 @@ def _source(path: str, what: str) -> str:
     if looks_local and not Path(resolved).expanduser().is_dir():
         raise ModelLoadError(f"{what}: model directory {resolved!r} does not exist")
     return str(Path(resolved).expanduser()) if looks_local else resolved
+
+
+def check_model(path: str, gguf_file: str | None = None, what: str = "student.path") -> None:
+    """Fail fast (before any actor starts) when a model's config cannot be found or read."""
+    source = _source(path, what)
+    if gguf_file is not None:
+        if Path(source).is_dir() and not (Path(source) / gguf_file).is_file():
+            raise ModelLoadError(f"{what}: no GGUF file {gguf_file!r} in {source!r}")
+        return
+    try:
+        AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{what}: cannot load a model config from {source!r}: {err}") from err
 
 
 def load_tokenizer(path: str, gguf_file: str | None = None, what: str = "student.path") -> PreTrainedTokenizerBase:

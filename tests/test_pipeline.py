@@ -88,6 +88,17 @@ def test_sync_mode_runs_the_same_graph(ray_cluster, tmp_path):
     assert_every_graded_rollout_is_accounted_for(summary)
 
 
+def run_while(driver: Driver, action) -> dict:
+    """Run the driver to the end while `action` runs beside it (in a thread, as a user would act)."""
+    thread = threading.Thread(target=action, daemon=True)
+    thread.start()
+    try:
+        return driver.run()
+    finally:
+        driver.close()
+        thread.join(timeout=5)
+
+
 def _when(predicate, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -110,13 +121,7 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path):
         _when(lambda: len(driver.workers) == 1)
         seen_counts.append(len(driver.workers))
 
-    thread = threading.Thread(target=steer, daemon=True)
-    thread.start()
-    try:
-        summary = driver.run()
-    finally:
-        driver.close()
-    thread.join(timeout=5)
+    summary = run_while(driver, steer)
     assert seen_counts == [3, 1]
     assert {r["workers"] for r in read_steps(tmp_path)} >= {3}
     assert_every_graded_rollout_is_accounted_for(summary)
@@ -134,13 +139,7 @@ def test_a_rollout_actor_killed_mid_run_is_replaced(ray_cluster, tmp_path):
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
-    thread = threading.Thread(target=kill_one, daemon=True)
-    thread.start()
-    try:
-        summary = driver.run()
-    finally:
-        driver.close()
-    thread.join(timeout=5)
+    summary = run_while(driver, kill_one)
     assert killed, "the rollout actor was never killed"
     assert summary["steps"] == 200
     assert summary["actor_restarts"] >= 1
@@ -161,13 +160,7 @@ def test_killed_learner_continues_from_its_checkpoint(ray_cluster, tmp_path):
         _when(lambda: any(r.get("step", 0) > 12 for r in read_steps(tmp_path)))
         os.kill(ray.get(driver.learner.stats.remote())["pid"], signal.SIGKILL)
 
-    thread = threading.Thread(target=kill_learner, daemon=True)
-    thread.start()
-    try:
-        summary = driver.run()
-    finally:
-        driver.close()
-    thread.join(timeout=5)
+    summary = run_while(driver, kill_learner)
     assert summary["learner_restarts"] == 1
     assert summary["steps"] == 40
     steps = [r["step"] for r in read_steps(tmp_path)]

@@ -1,0 +1,54 @@
+"""Bad input to `paced run` fails within 10 s with a message naming what is wrong, and exit code != 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def paced_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli", "run", "--config", str(REPO / "configs" / "demo.yaml"),
+         "--out", str(tmp_path / "out"), *args],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=60,
+    )  # fmt: skip
+    return proc, time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--set", "student.path=/nonexistent/model"],
+            "student.path: model directory '/nonexistent/model' does not exist",
+        ),
+        (["--set", "teacher.path=./no-such-dir"], "teacher.path: model directory './no-such-dir' does not exist"),
+        (["--set", "learner.lr=-1"], "learner.lr: Input should be greater than 0"),
+        (["--set", "store.url=redis://:s3cret@127.0.0.1:1/0"], "redis://:***@127.0.0.1:1/0"),
+    ],
+    ids=["missing-student", "missing-teacher", "invalid-config", "unreachable-redis"],
+)
+def test_bad_input_fails_fast_with_a_clear_message(tmp_path, args, message):
+    proc, elapsed = paced_run(tmp_path, *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    assert "s3cret" not in proc.stderr + proc.stdout
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+def test_a_data_file_with_no_valid_rows_is_named(tmp_path):
+    data = tmp_path / "empty.jsonl"
+    data.write_text("\n\n")
+    proc, elapsed = paced_run(tmp_path, "--set", f"data.train={{type: jsonl, path: {data}}}")
+    assert proc.returncode != 0
+    assert str(data) in proc.stderr and "no problems" in proc.stderr, proc.stderr
+    assert elapsed < 10
