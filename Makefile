@@ -12,11 +12,12 @@ export RAY_AUTH_MODE := disabled
 
 setup: $(STAMP) system-deps
 
-# Debian packages the tests need: redis-server (the store's integration tests start their own).
+# Debian packages: redis-server (the store's tests start their own) and chromium (the dashboard's
+# browser tests drive /usr/bin/chromium; no browser is ever downloaded).
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian package) ..."; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
+	  echo "installing redis-server and chromium (Debian packages) ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium >/dev/null; }
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

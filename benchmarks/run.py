@@ -19,6 +19,7 @@ SUITES = {
     "verify": "benchmarks.bench_verify",
     "store": "benchmarks.bench_store",
     "pipeline": "benchmarks.bench_pipeline",
+    "dashboard": "benchmarks.bench_dashboard",
 }
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 HEADER = """# Benchmarks

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run", help="run the pipeline (arguments: see python -m services.driver --help)", add_help=False
     )
+    commands.add_parser("dashboard", help="serve the web dashboard of a run (paced dashboard --help)", add_help=False)
     scale = commands.add_parser("scale", help="set the desired number of rollout actors of a running run")
     scale.add_argument("--rollout", type=int, required=True, metavar="N", help="desired rollout replicas (>= 0)")
     scale.add_argument("--store", default=None, help="Redis URL of the run's store (default: the embedded store)")
@@ -71,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.driver import run_from_args
 
         return run_from_args(argv[1:], prog="paced run")
+    if argv[:1] == ["dashboard"]:
+        from services.dashboard.server import main as dashboard_main
+
+        return dashboard_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "scale":
         return scale(args)

@@ -213,6 +213,7 @@ class Driver:
         )
         slot.requests = requests
         slot.busy = slot.handle.generate.remote(requests)
+        self.store.set_worker_status(slot.worker_id, {"version": slot.version, "state": "generating"})
 
     def _grade(self, rollouts: list) -> Any:
         verifier = self.verifiers[self._verifier_rr % len(self.verifiers)]
@@ -305,6 +306,7 @@ class Driver:
                 "kernel": cfg.scheduler.kernel.model_dump(),
             }
         )
+        self._start_dashboard()
         if self.store.desired_replicas(ROLE) is None or not self.resume:
             self.store.set_desired_replicas(ROLE, cfg.rollout.replicas)
         log(
@@ -398,7 +400,23 @@ class Driver:
         for key, value in metrics.pop("counts").items():
             self.counts[key] += value
         metrics["workers"] = len(self.workers)
+        metrics["rollout_tokens"] = self.generated_tokens  # cumulative; the dashboard derives tokens/s
         return metrics
+
+    def _start_dashboard(self) -> None:
+        d = self.cfg.dashboard
+        if not d.enabled:
+            return
+        from services.dashboard import start_in_thread
+
+        token = d.token.get_secret_value() if d.token is not None else os.environ.get(d.token_env) or None
+        self.dashboard = start_in_thread(self.store, self.cfg.run.name, d.host, d.port, token)
+        control = (
+            f"on (bearer token from dashboard.token or ${d.token_env})"
+            if token
+            else f"off (set ${d.token_env} to enable scale and pause)"
+        )
+        log(f"dashboard: {self.dashboard.url} - control {control}")
 
     def _after_step(self, metrics: dict[str, Any]) -> int:
         """Record a trained step; publish, checkpoint and evaluate when they are due. Returns the step."""
@@ -522,6 +540,8 @@ class Driver:
 
     def close(self) -> None:
         self.metrics_file.close()
+        if getattr(self, "dashboard", None) is not None:
+            self.dashboard.stop()
         for slot in list(self.workers.values()):
             ray.kill(slot.handle)
         for v in getattr(self, "verifiers", []):

@@ -37,6 +37,7 @@ def small_config(run_name: str, steps: int = 6, redis_url: str | None = None, **
         "pipeline.eval_problems": "16",
         "pipeline.learner_wait_s": "20",
         "rollout.batch_size": "64",
+        "dashboard.port": "0",
         **extra,
     }
     if redis_url:
