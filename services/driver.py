@@ -476,12 +476,10 @@ class Driver:
                 if ref is learner_ref:
                     try:
                         last_metrics = self._absorb_step(ray.get(ref))
-                    except RayActorError as err:
+                        if last_metrics["trained"]:
+                            step = self._after_step(last_metrics)
+                    except RayActorError as err:  # died in its step, or while publishing or checkpointing
                         self._restart_learner(err)
-                        learner_ref = self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s)
-                        continue
-                    if last_metrics["trained"]:
-                        step = self._after_step(last_metrics)
                     if step < cfg.learner.steps:
                         learner_ref = self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s)
                 elif ref in gen:
@@ -528,11 +526,10 @@ class Driver:
                 last_metrics = self._absorb_step(
                     ray.get(self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s))
                 )
+                if last_metrics["trained"]:
+                    step = self._after_step(last_metrics)
             except RayActorError as err:
                 self._restart_learner(err)
-                continue
-            if last_metrics["trained"]:
-                step = self._after_step(last_metrics)
             if time.monotonic() - last_log > cfg.run.log_every_s:
                 self._progress(last_metrics)
                 last_log = time.monotonic()

@@ -334,7 +334,9 @@ class Learner:
         torch.save(
             {
                 "optimizer": self.optimizer.state_dict(),
-                "lr_scheduler": self.lr_scheduler.state_dict(),
+                # LambdaLR's state would carry the lambda (here a bound method); its schedule is rebuilt
+                # from the config, so only the counters are saved: the file stays weights_only-loadable.
+                "lr_scheduler": {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"},
                 "torch_rng": torch.get_rng_state(),
             },
             tmp / "trainer_state.pt",
@@ -361,7 +363,7 @@ class Learner:
             )
         trainer = torch.load(ckpt / "trainer_state.pt", weights_only=True)
         self.optimizer.load_state_dict(trainer["optimizer"])
-        self.lr_scheduler.load_state_dict(trainer["lr_scheduler"])
+        self.lr_scheduler.load_state_dict({**trainer["lr_scheduler"], "lr_lambdas": [None]})
         torch.set_rng_state(trainer["torch_rng"])
         meta = json.loads((ckpt / "trainer_state.json").read_text())
         self.step, self.version, self.tokens = meta["step"], meta["version"], meta["tokens"]
