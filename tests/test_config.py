@@ -147,12 +147,18 @@ def test_cli_check_exits_nonzero_with_the_problem(tmp_path):
     bad = write(tmp_path, MINIMAL + "learner: {lr: -1}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli", "config", "check", str(bad)],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "learner.lr: Input should be greater than 0" in proc.stderr
     ok = subprocess.run(
         [sys.executable, "-m", "services.cli", "config", "check", str(REPO / "configs" / "reference.yaml")],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
     assert ok.returncode == 0 and "ok" in ok.stdout

@@ -304,8 +304,17 @@ def test_control_without_the_right_token_is_401_and_writes_nothing(fresh: RedisS
 
 
 @pytest.mark.parametrize(
-    "body", [{"rollout": -1}, {"rollout": 2.5}, {"rollout": "3"}, {"rollout": True}, {"rollout": 5000}, {},
-             {"rollout": 1, "learner": 1}, [3]]
+    "body",
+    [
+        {"rollout": -1},
+        {"rollout": 2.5},
+        {"rollout": "3"},
+        {"rollout": True},
+        {"rollout": 5000},
+        {},
+        {"rollout": 1, "learner": 1},
+        [3],
+    ],
 )
 def test_bad_scale_bodies_are_422_with_a_message_and_write_nothing(fresh: RedisStore, body) -> None:
     fresh.set_desired_replicas("rollout", 2)
@@ -348,9 +357,20 @@ def test_an_unreachable_store_is_503_naming_the_run() -> None:
 def test_openapi_schema_describes_every_endpoint(api: TestClient) -> None:
     schema = api.get("/openapi.json").json()
     assert set(schema["paths"]) == {
-        "/api/run", "/api/summary", "/api/histogram", "/api/histogram/history", "/api/trained", "/api/groups",
-        "/api/series", "/api/workers", "/api/problems", "/api/problems/{problem_id}", "/api/stream",
-        "/api/control/scale", "/api/control/pause", "/api/control/resume",
+        "/api/run",
+        "/api/summary",
+        "/api/histogram",
+        "/api/histogram/history",
+        "/api/trained",
+        "/api/groups",
+        "/api/series",
+        "/api/workers",
+        "/api/problems",
+        "/api/problems/{problem_id}",
+        "/api/stream",
+        "/api/control/scale",
+        "/api/control/pause",
+        "/api/control/resume",
     }
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
     assert schema["paths"]["/api/histogram"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
@@ -402,7 +422,11 @@ def test_cli_serves_a_recorded_run_until_interrupted(recorded, redis_url: str) -
     cmd = ["--store", redis_url, "--run", store.run_name, "--port", str(port)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.dashboard", *cmd],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -433,10 +457,18 @@ def test_the_dashboard_reads_a_run_the_real_pipeline_recorded(redis_url: str, ra
 
     run = f"dash-pipe-{uuid.uuid4().hex[:6]}"
     overrides = {
-        "run.name": run, "run.eval_every": "2", "data.train.n": "120", "learner.steps": "4",
-        "learner.batch_size": "16", "pipeline.problems_per_request": "8", "pipeline.warmup_samples": "1",
-        "pipeline.eval_problems": "12", "pipeline.learner_wait_s": "20", "rollout.batch_size": "64",
-        "store.url": redis_url, "dashboard.port": "0",
+        "run.name": run,
+        "run.eval_every": "2",
+        "data.train.n": "120",
+        "learner.steps": "4",
+        "learner.batch_size": "16",
+        "pipeline.problems_per_request": "8",
+        "pipeline.warmup_samples": "1",
+        "pipeline.eval_problems": "12",
+        "pipeline.learner_wait_s": "20",
+        "rollout.batch_size": "64",
+        "store.url": redis_url,
+        "dashboard.port": "0",
     }
     cfg = load_config(REPO / "configs" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])
     driver = Driver(cfg, tmp_path)

@@ -26,12 +26,17 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 TOKEN = "browser-token"
 SCREENSHOT = REPO / "tests" / "artifacts" / "dashboard.png"  # docs/dashboard.png is a copy of one
-
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +131,7 @@ def test_a_live_update_appears_after_new_outcomes_are_recorded(page: Page, run) 
     before = page.js("paced.seen")
     fresh = [f"late-{uuid.uuid4().hex[:6]}-{i}" for i in range(7)]
     store.register_problems(fresh, ["L1"] * len(fresh))
-    store.record_outcomes(
-        [Outcome(rollout_id=f"{pid}-r", problem_id=pid, correct=True, version=120) for pid in fresh]
-    )
+    store.record_outcomes([Outcome(rollout_id=f"{pid}-r", problem_id=pid, correct=True, version=120) for pid in fresh])
     page.page.wait_for_function(f"paced.seen === {before + 7}", timeout=5_000)
     assert page.page.locator("#stat-seen").inner_text().startswith(str(before + 7))
     assert page.js("paced.charts['chart-histogram'].data.datasets[0].data") == store.histogram()["counts"]

@@ -13,12 +13,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def paced_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+def paced_run(tmp_path: Path, models: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli", "run", "--config", str(REPO / "configs" / "demo.yaml"),
-         "--out", str(tmp_path / "out"), *args],
+         "--out", str(tmp_path / "out"),
+         "--set", f"student.path={models['student']}", "--set", f"teacher.path={models['teacher']}", *args],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=60,
     )  # fmt: skip
     return proc, time.monotonic() - start
@@ -37,18 +38,18 @@ def paced_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, 
     ],
     ids=["missing-student", "missing-teacher", "invalid-config", "unreachable-redis"],
 )
-def test_bad_input_fails_fast_with_a_clear_message(tmp_path, args, message):
-    proc, elapsed = paced_run(tmp_path, *args)
+def test_bad_input_fails_fast_with_a_clear_message(tmp_path, tiny_models, args, message):
+    proc, elapsed = paced_run(tmp_path, tiny_models, *args)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
     assert "s3cret" not in proc.stderr + proc.stdout
     assert elapsed < 10, f"took {elapsed:.1f} s"
 
 
-def test_a_data_file_with_no_valid_rows_is_named(tmp_path):
+def test_a_data_file_with_no_valid_rows_is_named(tmp_path, tiny_models):
     data = tmp_path / "empty.jsonl"
     data.write_text("\n\n")
-    proc, elapsed = paced_run(tmp_path, "--set", f"data.train={{type: jsonl, path: {data}}}")
+    proc, elapsed = paced_run(tmp_path, tiny_models, "--set", f"data.train={{type: jsonl, path: {data}}}")
     assert proc.returncode != 0
     assert str(data) in proc.stderr and "no problems" in proc.stderr, proc.stderr
     assert elapsed < 10

@@ -1,7 +1,7 @@
-"""The whole graph on a real local Ray cluster, with the shipped tiny models, on both store backends.
-
-Each run is small (a pool of ~150 synthetic problems, a few learner steps) so the suite stays fast;
-`make demo` is the full-size run.
+"""The whole graph on a real local Ray cluster, on both store backends, with real (randomly
+initialised) tiny models: these tests check the plumbing - steps, accounting, scaling, crashes,
+resume - not learning. Each run is small (a pool of ~150 synthetic problems, a few learner steps);
+`make demo` is the full-size run with the shipped, trained models.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def small_config(run_name: str, steps: int = 6, redis_url: str | None = None, **extra: str):
+def small_config(models: dict[str, str], run_name: str, steps: int = 6, redis_url: str | None = None, **extra: str):
     overrides = {
+        "student.path": models["student"],
+        "teacher.path": models["teacher"],
         "run.name": run_name,
         "run.log_every_s": "1",
         "run.eval_every": "1000",
@@ -69,8 +71,8 @@ def run_driver(cfg, out: Path, resume: bool = False) -> dict:
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_full_graph_runs_a_few_steps(backend, ray_cluster, redis_url, tmp_path):
-    cfg = small_config(f"graph-{backend}", redis_url=redis_url if backend == "redis" else None)
+def test_full_graph_runs_a_few_steps(backend, ray_cluster, redis_url, tmp_path, tiny_models):
+    cfg = small_config(tiny_models, f"graph-{backend}", redis_url=redis_url if backend == "redis" else None)
     summary = run_driver(cfg, tmp_path)
     assert summary["steps"] == 6
     assert [r["step"] for r in read_steps(tmp_path)] == [1, 2, 3, 4, 5, 6]
@@ -83,8 +85,8 @@ def test_full_graph_runs_a_few_steps(backend, ray_cluster, redis_url, tmp_path):
     assert saved["steps"] == 6 and saved["run"] == f"graph-{backend}"
 
 
-def test_sync_mode_runs_the_same_graph(ray_cluster, tmp_path):
-    summary = run_driver(small_config("graph-sync", **{"pipeline.mode": "sync"}), tmp_path)
+def test_sync_mode_runs_the_same_graph(ray_cluster, tmp_path, tiny_models):
+    summary = run_driver(small_config(tiny_models, "graph-sync", **{"pipeline.mode": "sync"}), tmp_path)
     assert summary["steps"] == 6 and summary["mode"] == "sync"
     assert_every_graded_rollout_is_accounted_for(summary)
 
@@ -108,8 +110,8 @@ def _when(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path):
-    cfg = small_config("scale", steps=400, **{"learner.max_staleness": "1000"})
+def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
+    cfg = small_config(tiny_models, "scale", steps=400, **{"learner.max_staleness": "1000"})
     driver = Driver(cfg, tmp_path)
     seen_counts: list[int] = []
 
@@ -128,8 +130,8 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path):
     assert_every_graded_rollout_is_accounted_for(summary)
 
 
-def test_a_rollout_actor_killed_mid_run_is_replaced(ray_cluster, tmp_path):
-    cfg = small_config("kill-rollout", steps=200, **{"learner.max_staleness": "1000"})
+def test_a_rollout_actor_killed_mid_run_is_replaced(ray_cluster, tmp_path, tiny_models):
+    cfg = small_config(tiny_models, "kill-rollout", steps=200, **{"learner.max_staleness": "1000"})
     driver = Driver(cfg, tmp_path)
     killed: list[int] = []
 
@@ -152,8 +154,10 @@ def adam_steps(ckpt: Path) -> float:
     return float(next(iter(state.values()))["step"])
 
 
-def test_killed_learner_continues_from_its_checkpoint(ray_cluster, tmp_path):
-    cfg = small_config("kill-learner", steps=40, **{"learner.checkpoint_every": "10", "learner.max_staleness": "1000"})
+def test_killed_learner_continues_from_its_checkpoint(ray_cluster, tmp_path, tiny_models):
+    cfg = small_config(
+        tiny_models, "kill-learner", steps=40, **{"learner.checkpoint_every": "10", "learner.max_staleness": "1000"}
+    )
     driver = Driver(cfg, tmp_path)
 
     def kill_learner() -> None:
@@ -173,11 +177,11 @@ def test_killed_learner_continues_from_its_checkpoint(ray_cluster, tmp_path):
     assert_every_graded_rollout_is_accounted_for(summary)
 
 
-def test_resume_continues_with_the_same_step_count_and_optimizer_state(ray_cluster, tmp_path):
-    first = run_driver(small_config("resume", steps=4, **{"learner.checkpoint_every": "2"}), tmp_path)
+def test_resume_continues_with_the_same_step_count_and_optimizer_state(ray_cluster, tmp_path, tiny_models):
+    first = run_driver(small_config(tiny_models, "resume", steps=4, **{"learner.checkpoint_every": "2"}), tmp_path)
     assert first["steps"] == 4
     assert adam_steps(tmp_path / "checkpoints" / "step-000004") == 4
-    cfg = small_config("resume", steps=7, **{"learner.checkpoint_every": "2"})
+    cfg = small_config(tiny_models, "resume", steps=7, **{"learner.checkpoint_every": "2"})
     second = run_driver(cfg, tmp_path, resume=True)
     assert second["steps"] == 7
     steps = [r["step"] for r in read_steps(tmp_path)]

@@ -71,9 +71,10 @@ def ray_head(tmp_path) -> Iterator[str]:
             head.wait()
 
 
-def test_ray_job_submit_runs_the_demo_config(ray_head, tmp_path):
+def test_ray_job_submit_runs_the_demo_config(ray_head, tmp_path, tiny_models):
     out = tmp_path / "run"
     overrides = [
+        f"student.path={tiny_models['student']}", f"teacher.path={tiny_models['teacher']}",
         "learner.steps=5", "data.train.n=160", "pipeline.eval_problems=16", "pipeline.warmup_samples=1",
         "pipeline.problems_per_request=8", "learner.batch_size=16", "run.name=ray-job",
     ]  # fmt: skip

@@ -1,0 +1,41 @@
+"""`paced scale` changes a running run's desired rollout replica count in its store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from services.store import RedisStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def paced(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=60, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )  # fmt: skip
+
+
+def test_scale_sets_the_desired_replicas_of_a_redis_run(redis_url):
+    run = f"scale-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis_url, run, window=8)  # a run recorded with non-default settings
+    store.set_desired_replicas("rollout", 1)
+    proc = paced("scale", "--rollout", "3", "--run", run, "--store", redis_url)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 -> 3" in proc.stdout
+    assert store.desired_replicas("rollout") == 3
+
+
+def test_scale_of_an_unknown_run_fails_naming_it(redis_url):
+    proc = paced("scale", "--rollout", "2", "--run", "no-such-run", "--store", redis_url)
+    assert proc.returncode == 1
+    assert "no run 'no-such-run'" in proc.stderr
+
+
+def test_scale_rejects_a_negative_count(redis_url):
+    proc = paced("scale", "--rollout", "-1", "--run", "x", "--store", redis_url)
+    assert proc.returncode == 2 and "--rollout must be >= 0" in proc.stderr
