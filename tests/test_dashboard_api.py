@@ -27,7 +27,6 @@ from services.store.base import HIST_BUCKETS, bucket_of
 from services.store.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-EMBEDDED = REPO / "paced_core" / "data" / "embedded"
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STEPS = 30
@@ -447,11 +446,9 @@ def test_cli_serves_a_recorded_run_until_interrupted(recorded, redis_url: str) -
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (EMBEDDED / "student" / "config.json").is_file(),
-    reason=f"the shipped tiny models are not in {EMBEDDED} (scripts/train_embedded.py makes them)",
-)
-def test_the_dashboard_reads_a_run_the_real_pipeline_recorded(redis_url: str, ray_cluster, tmp_path) -> None:
+def test_the_dashboard_reads_a_run_the_real_pipeline_recorded(
+    redis_url: str, ray_cluster, tmp_path, tiny_models
+) -> None:
     from paced_core.config import load_config
     from services.driver import Driver
 

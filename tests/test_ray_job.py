@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,9 +29,11 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def ray_head(tmp_path) -> Iterator[str]:
+def ray_head() -> Iterator[str]:
     """A Ray head on non-default loopback ports with the job API; yields its dashboard address."""
     dashboard = free_port()
+    # Ray's unix sockets live under its temp dir, whose path must stay short (AF_UNIX: 107 bytes).
+    temp_dir = tempfile.mkdtemp(prefix="paced-ray-", dir="/tmp")
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -43,7 +47,7 @@ def ray_head(tmp_path) -> Iterator[str]:
             "--node-ip-address", "127.0.0.1", "--port", str(free_port()),
             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true",
             "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
-            "--num-cpus", "8", "--temp-dir", str(tmp_path / "ray"),
+            "--num-cpus", "8", "--temp-dir", temp_dir,
         ],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
@@ -69,6 +73,7 @@ def ray_head(tmp_path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_runs_the_demo_config(ray_head, tmp_path, tiny_models):
