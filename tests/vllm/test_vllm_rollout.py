@@ -122,7 +122,7 @@ def test_an_engine_without_memory_for_its_kv_cache_fails_with_the_worker_and_cau
     """As the driver starts it: a Ray actor, whose failed start the driver reports by worker and cause."""
     import ray
 
-    from services.driver import _cause
+    from services.driver import cause_of
     from services.rollout_vllm import VLLMRolloutWorker
 
     handle = (
@@ -140,7 +140,7 @@ def test_an_engine_without_memory_for_its_kv_cache_fails_with_the_worker_and_cau
     )
     with pytest.raises(ray.exceptions.RayActorError) as err:
         ray.get(handle.state.remote(), timeout=300)
-    cause = _cause(err.value)
+    cause = cause_of(err.value)
     assert "rollout worker student-7: the vLLM engine" in cause
     assert "failed to start" in cause and "memory" in cause
 
