@@ -44,9 +44,7 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 
 def row(problem_id: str, answer: object = "4", **extra: object) -> str:
-    return json.dumps(
-        {"id": problem_id, "dataset": "toy", "problem": "What is 2+2?", "answer": answer, **extra}
-    )
+    return json.dumps({"id": problem_id, "dataset": "toy", "problem": "What is 2+2?", "answer": answer, **extra})
 
 
 def evaluate_arithmetic(expression: str) -> int:
@@ -242,10 +240,10 @@ def test_synthetic_output_is_pinned_for_seed_zero() -> None:
     # The same seed must give the same problems on every machine and Python version.
     assert [(p.id, p.prompt, p.answer) for p in synthetic_arithmetic(5, seed=0)] == [
         ("syn-L1-000000", "84+7=", "91"),
-        ("syn-L2-000001", "47+56=", "103"),
-        ("syn-L3-000002", "80*4=", "320"),
-        ("syn-L4-000003", "528-917*4=", "-3140"),
-        ("syn-L5-000004", "656+9*(98-9)=", "1457"),
+        ("syn-L2-000001", "47+33=", "80"),
+        ("syn-L3-000002", "56-46=", "10"),
+        ("syn-L4-000003", "80*4=", "320"),
+        ("syn-L5-000004", "62-55+7=", "14"),
     ]
 
 
@@ -275,13 +273,31 @@ def test_synthetic_problems_are_distinct_exact_and_labelled() -> None:
     assert {problem.metadata["dataset"] for problem in problems} == {"synthetic"}
 
 
-def test_synthetic_harder_levels_have_longer_prompts() -> None:
-    problems = synthetic_arithmetic(1000, seed=0)
-    mean_length = {
-        level: sum(len(p.prompt) for p in problems if p.metadata["level"] == level) / 200
-        for level in range(1, 6)
-    }
-    assert [mean_length[level] for level in range(1, 6)] == sorted(mean_length.values())
+LEVEL_FORMS = {
+    1: r"[1-9]?\d\+\d",  # a < 100 plus a digit
+    2: r"[1-9]\d\+[1-9]\d",
+    3: r"[1-9]\d-[1-9]\d",
+    4: r"[1-9]\d\*[2-9]|[2-9]\*[1-9]\d",
+    5: r"[1-9]\d[+-][1-9]\d[+-][1-9]",
+}
+
+
+def test_synthetic_levels_have_their_documented_forms() -> None:
+    # Each level adds a carry, a borrow or sign, a product, then a second operation: the difficulty ladder.
+    for problem in synthetic_arithmetic(1000, seed=0):
+        assert re.fullmatch(LEVEL_FORMS[problem.metadata["level"]], problem.prompt[:-1]), problem
+
+
+def test_synthetic_products_come_in_both_orders() -> None:
+    products = [p.prompt for p in synthetic_arithmetic(100, levels=(4,), seed=0)]
+    assert any(prompt[1] == "*" for prompt in products) and any(prompt[2] == "*" for prompt in products)
+
+
+def test_synthetic_has_5000_distinct_problems_for_pool_and_heldout() -> None:
+    # Level 1 (1000 problems) is the smallest; balanced levels give 5 x 1000 in all.
+    assert len({problem.prompt for problem in synthetic_arithmetic(5000, seed=0)}) == 5000
+    with pytest.raises(ValueError, match="level 1 ran out of distinct problems at problem 5000"):
+        synthetic_arithmetic(5001, seed=0)
 
 
 def test_synthetic_smaller_n_is_a_prefix() -> None:
@@ -344,9 +360,7 @@ class FakeChatTokenizer:
         self, conversation: list[dict[str, str]], *, tokenize: bool, add_generation_prompt: bool
     ) -> str:
         assert tokenize is False
-        text = "".join(
-            f"<{message['role']}>{message['content']}</{message['role']}>" for message in conversation
-        )
+        text = "".join(f"<{message['role']}>{message['content']}</{message['role']}>" for message in conversation)
         return text + ("<assistant>" if add_generation_prompt else "")
 
 
@@ -368,8 +382,7 @@ def test_plain_template_leaves_the_prompt_unchanged() -> None:
 def test_math_boxed_appends_the_instruction_and_keeps_braces_in_the_prompt() -> None:
     # "{answer}" inside the problem text is problem text, never a placeholder: the answer must not leak.
     assert get_template("math_boxed").render(PROBLEM) == (
-        "Find $x$ if {answer} = \\frac{x}{2}.\n"
-        "Let's think step by step and output the final answer within \\boxed{}."
+        "Find $x$ if {answer} = \\frac{x}{2}.\nLet's think step by step and output the final answer within \\boxed{}."
     )
 
 
