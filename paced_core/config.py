@@ -160,7 +160,8 @@ class StoreConfig(Section):
     """Where pass rates live. No `url` means the embedded in-memory store (a named Ray actor)."""
 
     url: SecretStr | None = None
-    run_name: str = Field(default="paced", pattern=r"^[A-Za-z0-9_.-]+$")
+    # Key prefix of the run in the store; null: the run's name (run.name), so runs never collide.
+    run_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     window: int = Field(default=16, ge=1)
     prior_a: float = Field(default=1.0, ge=0.0)
     prior_b: float = Field(default=1.0, ge=0.0)
@@ -359,6 +360,8 @@ class PacedConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> PacedConfig:
+        if self.store.run_name is None:
+            self.store.run_name = self.run.name
         sched = self.schedule
         switch = sched.switch_step if isinstance(sched, TwoStageSchedule) else None
         if switch is not None and switch >= self.learner.steps:

@@ -466,6 +466,8 @@ def test_the_dashboard_reads_a_run_the_real_pipeline_recorded(
         "rollout.batch_size": "64",
         "store.url": redis_url,
         "dashboard.port": "0",
+        "student.path": tiny_models["student"],
+        "teacher.path": tiny_models["teacher"],
     }
     cfg = load_config(REPO / "configs" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])
     driver = Driver(cfg, tmp_path)

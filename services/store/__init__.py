@@ -44,13 +44,16 @@ STORE_ACTOR_CONCURRENCY = 64
 
 
 def open_store(cfg: StoreConfig, ray_actor_name: str | None = None, detached: bool = False) -> PassRateStore:
-    """The store of run `cfg.run_name`: a `RedisStore` when `cfg.url` is set, else the embedded one.
+    """The store of run `cfg.run_name` (`PacedConfig` sets it to run.name when left out): a `RedisStore`
+    when `cfg.url` is set, else the embedded one.
 
     The embedded store is the Ray actor `ray_actor_name` (default `paced-store-{run_name}`) in the
     caller's Ray namespace, created by the first caller and found by the others (Ray must be
     initialised). A non-detached actor lives as long as the job that created it; a detached one
     outlives it until `ray.kill`. Raises `StoreError` if the run's stored settings differ from `cfg`.
     """
+    if cfg.run_name is None:
+        raise StoreError("store.run_name is not set (a PacedConfig sets it to run.name)")
     settings = StoreSettings(cfg.window, cfg.prior_a, cfg.prior_b, cfg.mode, cfg.frozen_k, cfg.metrics_cap)
     if cfg.url is not None:
         return RedisStore(cfg.url.get_secret_value(), cfg.run_name, **settings.to_dict())
