@@ -1,7 +1,9 @@
 """The pipeline on the demo config: async vs sync steps per minute, learner idle fraction, weight publish.
 
 Both modes run in one Ray cluster, one after the other, with the same actors (one learner, one rollout
-worker, one verifier) and the same number of learner steps, so their ratio comes from one run.
+worker, one verifier) and the same number of learner steps, so their ratio comes from one run. Every step
+trains on student rollouts (reverse KL; the demo's forward-KL stage trains on teacher references made
+before the loop, where rollouts do not gate the learner).
 Publish latency is the time from asking the learner for its weights to every rollout worker serving
 them (one object-store put, every worker gets), for the tiny student.
 """
@@ -29,7 +31,14 @@ STEPS = 80
 def _run(mode: str, out: Path) -> dict:
     cfg = load_config(
         REPO / "configs" / "demo.yaml",
-        [f"pipeline.mode={mode}", f"learner.steps={STEPS}", f"run.name=bench-{mode}", "pipeline.eval_problems=20"],
+        [
+            f"pipeline.mode={mode}",
+            f"learner.steps={STEPS}",
+            f"run.name=bench-{mode}",
+            "pipeline.eval_problems=20",
+            # Every step on fresh student rollouts (the on-policy stage), where async and sync differ.
+            "schedule={type: constant, loss: {kind: reverse_kl}}",
+        ],
     )
     driver = Driver(cfg, out / mode)
     try:

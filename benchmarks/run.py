@@ -50,9 +50,16 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s) {unknown}; known: {sorted(SUITES)}", file=sys.stderr)
         return 2
     rows = []
+    failed: list[str] = []
     for name in names:
         print(f"[bench] {name} ...", flush=True)
-        for row in importlib.import_module(SUITES[name]).run():
+        try:
+            suite_rows = importlib.import_module(SUITES[name]).run()
+        except Exception as err:  # one broken suite must not lose the others' figures
+            print(f"[bench] {name} FAILED: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+            failed.append(f"{name} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+            continue
+        for row in suite_rows:
             verdict = "ok" if row["ok"] else "MISSED"
             print(f"  {row['name']}: {row['value']:.4g} {row['unit']} (target {row['target']}) {verdict}", flush=True)
             rows.append(row)
@@ -62,10 +69,11 @@ def main(argv: list[str]) -> int:
         lines.append(
             f"| {row['name']} | {row['value']:.4g} {row['unit']} | {row['target']} | {'yes' if row['ok'] else 'NO'} |"
         )
+    lines += [f"\nSuite failed, no figures: {f}" for f in failed]
     text = OUT.read_text() if OUT.exists() else HEADER
     OUT.write_text(text + "\n".join(lines) + "\n")
-    print(f"[bench] appended {len(rows)} rows to {OUT}")
-    return 0
+    print(f"[bench] appended {len(rows)} rows to {OUT}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

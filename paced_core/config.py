@@ -94,8 +94,11 @@ DataSource = Annotated[BuiltinData | JsonlData | SyntheticData, Field(discrimina
 
 
 class DataConfig(Section):
-    train: DataSource
+    # One source, or a list of sources concatenated into one pool (problem ids must not repeat).
+    train: DataSource | list[DataSource]
     heldout: DataSource | None = None
+    # Further evaluation sets, by name: evaluated before and after the run (e.g. MATH-500, AIME 2024).
+    eval_sets: dict[str, DataSource] = Field(default_factory=dict)
     # With no separate held-out source, this fraction of `train` is held out (deterministically).
     heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(default=None, ge=1)
@@ -329,8 +332,13 @@ class PipelineConfig(Section):
     max_queued_rollouts: int = Field(default=256, ge=1)
     # Before training, sample every pool problem this many times to seed pass rates (0: skip).
     warmup_samples: int = Field(default=0, ge=0)
-    # Held-out problems evaluated (greedy) before, during and after the run (0: all).
+    # Held-out problems evaluated before, during and after the run (0: all).
     eval_problems: int = Field(default=200, ge=0)
+    # Completions per evaluated problem: 1 is greedy; k > 1 samples k (top-p, top-k, max tokens of the
+    # rollouts) and reports mean accuracy over the k (mean@k), as for AIME.
+    eval_samples: int = Field(default=1, ge=1)
+    # Sampling temperature of mean@k evaluation (None: rollout.temperature).
+    eval_temperature: float | None = Field(default=None, gt=0.0)
     # Seconds the learner waits for a full batch before training on what it has.
     learner_wait_s: float = Field(default=30.0, gt=0.0)
 

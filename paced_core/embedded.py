@@ -19,7 +19,7 @@ EMBEDDED_PREFIX = "embedded:"
 
 EMBEDDED_MODELS: dict[str, str] = {
     "teacher": "Llama, character tokenizer, trained to >= 90% greedy accuracy on every synthetic level",
-    "student": "Llama, character tokenizer, smaller and under-trained: a spread of pass rates to distil into",
+    "student": "Llama, character tokenizer, partly trained: pass rates spread from 0 to 1, to distil into",
 }
 """Name -> what it is. Each lives in `paced_core/data/embedded/<name>/` (config, safetensors, tokenizer)."""
 

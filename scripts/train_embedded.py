@@ -4,8 +4,10 @@
 
 Both models are `LlamaForCausalLM` with a character-level tokenizer over `SYNTHETIC_ALPHABET`, trained by
 plain next-token cross-entropy on the completion `answer + "\\n" + </s>` after the bare prompt ("47+33=").
-The teacher trains until it is accurate on every level of `synthetic_arithmetic`; the student is smaller and
-stops early, so its pass rates spread from 0 to 1: the regime where p(1 - p) weighting matters.
+The teacher trains until it is accurate on every level of `synthetic_arithmetic`. The student has the same
+shape and schedule, then trains for a short phase mostly on the easy levels (`Specialise`), in which it
+partly forgets the harder ones: its pass rates spread from 0 to 1 (the regime where p(1 - p) weighting
+matters), and what it forgot, a few minutes of distillation bring back.
 
 Training problems come from `synthetic_arithmetic` with seeds that never collide with the demo's
 (`DEMO_PROBLEMS`: seed 0). The student never sees a demo problem, so the demo's pool and held-out set are
@@ -27,27 +29,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from paced_core.chartok import build_char_tokenizer as build_tokenizer
 from paced_core.tasks import SYNTHETIC_ALPHABET, Problem, synthetic_arithmetic
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "paced_core" / "data" / "embedded"
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 STOP = "\n"  # ends every answer; generation stops on it (or on </s>, which follows it in training)
 MAX_NEW_TOKENS = 8  # the longest answer, "-178\n", is 5 tokens
 LEVELS = (1, 2, 3, 4, 5)
 
+DEMO_TEMPERATURE = 1.5
+"""`rollout.temperature` of `configs/demo.yaml`: the student's pass rates are measured at it."""
 DEMO_PROBLEMS = 2500
 """`synthetic_arithmetic(DEMO_PROBLEMS, seed=0)` holds the demo's pool (2200, held-out included) and
 `scripts/check_distill.py`'s pool (the first 2000) and held-out set (the next 500)."""
 
 
 @dataclass(frozen=True)
+class Specialise:
+    """A last phase on the easy levels 1-2, with `hard_share` of each batch from levels 3-5, at a constant
+    `lr`: the model partly forgets the harder levels. What it forgets, distillation can bring back quickly,
+    unlike a skill never learnt, which a pool of a few thousand problems does not teach in minutes.
+
+    It runs in rounds of `round_steps` until at least `near0` of the calibration problems
+    (`synthetic_arithmetic(400, seed=CALIBRATION_SEED)`, never a demo problem) have a sampled pass rate
+    <= 1/8 (8 samples at `DEMO_TEMPERATURE`), or `max_steps` have run."""
+
+    lr: float
+    hard_share: float
+    near0: float
+    round_steps: int
+    max_steps: int
+
+
+@dataclass(frozen=True)
 class Spec:
-    """One model and its training run. `level_weights[i]` is the share of level i + 1 in the data: the
-    harder levels get more of it, since level 1 is learnt early."""
+    """One model and its training run: warmup, then a cosine decay of the learning rate to lr/10 over
+    `steps`; then, while a level's monitor accuracy is below `until`, up to `extra_steps` more at lr/10 (in
+    rounds of `ADAPT_EVERY`); then the `specialise` phase, if any."""
 
     name: str
     hidden: int
@@ -57,35 +78,37 @@ class Spec:
     steps: int
     batch: int
     lr: float
-    level_weights: tuple[float, ...] = (1, 2, 2, 2, 3)
+    specialise: Specialise | None = None
     warmup: int = 200
+    until: float | None = None
+    extra_steps: int = 0
 
 
-TEACHER = Spec("teacher", hidden=96, layers=4, heads=4, ffn=384, steps=9000, batch=128, lr=5e-3)
-STUDENT = Spec("student", hidden=64, layers=3, heads=4, ffn=256, steps=2500, batch=128, lr=5e-3)
+TEACHER = Spec(
+    "teacher", hidden=96, layers=3, heads=8, ffn=384, steps=4000, batch=128, lr=3e-3, until=0.95, extra_steps=3000
+)
+STUDENT = Spec(
+    "student",
+    hidden=96,
+    layers=3,
+    heads=8,
+    ffn=384,
+    steps=4000,
+    batch=128,
+    lr=3e-3,
+    specialise=Specialise(lr=1e-3, hard_share=0.05, near0=0.3, round_steps=50, max_steps=400),
+)
+ADAPT_EVERY = 300
+"""Steps between re-weightings of the levels: each is drawn in proportion to 1.1 - its greedy accuracy on
+the monitor problems, so the data follows what is not learnt yet (level 1 is learnt first, level 5 last)."""
+CALIBRATION_SEED = 2
+"""`synthetic_arithmetic(400, seed=CALIBRATION_SEED)`: what the student's specialisation is measured on."""
+MONITOR_SEED = 1
+"""`synthetic_arithmetic(300, seed=MONITOR_SEED)`: 60 problems per level to watch training on and weight
+levels by."""
 
 
 # ----------------------------------------------------------------------------- tokenizer
-
-
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character of `SYNTHETIC_ALPHABET` plus the special tokens; decoding joins the characters
-    back without spaces, so `decode(encode(s)) == s` for every alphabet string. No BOS is added: a prompt
-    is exactly its characters, as the rollout workers tokenize it."""
-    vocab = {token: index for index, token in enumerate((*SPECIAL_TOKENS, *SYNTHETIC_ALPHABET))}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(pattern=Regex(r"[\s\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    pad, bos, eos, unk = SPECIAL_TOKENS
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=pad,
-        bos_token=bos,
-        eos_token=eos,
-        unk_token=unk,
-        padding_side="left",
-        model_max_length=64,
-    )
 
 
 def stop_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
@@ -96,23 +119,23 @@ def stop_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
 # ----------------------------------------------------------------------------- data
 
 
-def problem_stream(seed: int, level_weights: Sequence[float], exclude: set[str]) -> Iterator[Problem]:
-    """An endless, seeded stream of training problems, levels drawn by `level_weights`, skipping `exclude`
-    prompts. Each level is read in chunks of distinct problems from `synthetic_arithmetic` with its own
-    seeds, all >= 1000 so that none is the demo's seed 0."""
-    rng = random.Random(seed)
-    chunks: dict[int, Iterator[Problem]] = {level: iter(()) for level in LEVELS}
-    drawn = dict.fromkeys(LEVELS, 0)
-    while True:
-        level = rng.choices(LEVELS, weights=level_weights)[0]
-        for problem in chunks[level]:
-            if problem.prompt not in exclude:
-                yield problem
-                break
-        else:
-            drawn[level] += 1
-            chunk_seed = 1000 + seed * 1_000_003 + level * 10_007 + drawn[level]
-            chunks[level] = iter(synthetic_arithmetic(500, levels=(level,), seed=chunk_seed))
+class LevelStreams:
+    """Endless, seeded supplies of training problems, one per level, skipping the prompts in `exclude`. A level
+    is read in chunks of distinct problems from `synthetic_arithmetic` with seeds >= 1000, never the demo's 0."""
+
+    def __init__(self, seed: int, exclude: set[str]) -> None:
+        self.seed, self.exclude = seed, exclude
+        self.chunks: dict[int, Iterator[Problem]] = {level: iter(()) for level in LEVELS}
+        self.chunks_read = dict.fromkeys(LEVELS, 0)
+
+    def draw(self, level: int) -> Problem:
+        while True:
+            for problem in self.chunks[level]:
+                if problem.prompt not in self.exclude:
+                    return problem
+            self.chunks_read[level] += 1
+            chunk_seed = 1000 + self.seed * 1_000_003 + level * 10_007 + self.chunks_read[level]
+            self.chunks[level] = iter(synthetic_arithmetic(500, levels=(level,), seed=chunk_seed))
 
 
 def completion_batch(
@@ -231,45 +254,93 @@ def build_model(spec: Spec, tokenizer: PreTrainedTokenizerFast, seed: int) -> Ll
     return LlamaForCausalLM(config)
 
 
-def train(
-    spec: Spec,
+def train_step(
+    model: LlamaForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
-    *,
-    seed: int,
-    exclude: set[str],
-    monitor: Sequence[Problem],
-    log_every: int = 500,
-) -> LlamaForCausalLM:
-    """Cross-entropy on the completion tokens, AdamW, linear warmup then cosine decay to lr/10."""
+    optimizer: torch.optim.Optimizer,
+    problems: list[Problem],
+) -> float:
+    """One AdamW step of cross-entropy on the completions `answer + "\\n" + </s>`; returns the loss."""
+    model.train()
+    ids, attention, completion = completion_batch(
+        tokenizer, [p.prompt for p in problems], [p.answer + STOP + tokenizer.eos_token for p in problems]
+    )
+    loss = model(input_ids=ids, attention_mask=attention, labels=ids.masked_fill(completion == 0, -100)).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def train(
+    spec: Spec, tokenizer: PreTrainedTokenizerFast, *, seed: int, exclude: set[str]
+) -> tuple[LlamaForCausalLM, int]:
+    """Train `spec` from scratch; levels are re-weighted every `ADAPT_EVERY` steps by what is not learnt yet.
+    Returns the model and the number of optimizer steps taken."""
     model = build_model(spec, tokenizer, seed)
     params = sum(p.numel() for p in model.parameters())
     print(f"[{spec.name}] {params:,} parameters; {spec.steps} steps of {spec.batch}, lr {spec.lr}", flush=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0, betas=(0.9, 0.98))
-    stream = problem_stream(seed, spec.level_weights, exclude)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.1, betas=(0.9, 0.98))
+    streams = LevelStreams(seed, exclude)
+    monitor = synthetic_arithmetic(300, seed=MONITOR_SEED)
+    rng = random.Random(seed)
+    weights = [1.0] * len(LEVELS)
     started = time.perf_counter()
+
+    def report(step: int, loss: float) -> dict[int, float]:
+        accuracy = by_level(monitor, pass_rates(model, tokenizer, monitor))
+        print(
+            f"[{spec.name}] step {step:>5}  loss {loss:.3f}  greedy {fmt_levels(accuracy)}  "
+            f"{time.perf_counter() - started:.0f}s",
+            flush=True,
+        )
+        return accuracy
+
     for step in range(spec.steps):
-        model.train()
         cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / spec.steps))
         for group in optimizer.param_groups:
             group["lr"] = spec.lr * min(1.0, (step + 1) / spec.warmup) * cosine
-        problems = [next(stream) for _ in range(spec.batch)]
-        ids, attention, completion = completion_batch(
-            tokenizer, [p.prompt for p in problems], [p.answer + STOP + tokenizer.eos_token for p in problems]
-        )
-        labels = ids.masked_fill(completion == 0, -100)
-        loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % log_every == 0 or step + 1 == spec.steps:
-            accuracy = by_level(monitor, pass_rates(model, tokenizer, monitor))
+        levels = rng.choices(LEVELS, weights=weights, k=spec.batch)
+        loss = train_step(model, tokenizer, optimizer, [streams.draw(level) for level in levels])
+        if (step + 1) % ADAPT_EVERY == 0 or step + 1 == spec.steps:
+            accuracy = report(step + 1, loss)
+            weights = [1.1 - accuracy[level] for level in LEVELS]
+    extra = 0
+    while spec.until is not None and min(accuracy.values()) < spec.until and extra < spec.extra_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = spec.lr * 0.1
+        for _ in range(ADAPT_EVERY):
+            levels = rng.choices(LEVELS, weights=weights, k=spec.batch)
+            loss = train_step(model, tokenizer, optimizer, [streams.draw(level) for level in levels])
+        extra += ADAPT_EVERY
+        accuracy = report(spec.steps + extra, loss)
+        weights = [1.1 - accuracy[level] for level in LEVELS]
+    special = 0
+    if spec.specialise is not None:
+        phase = spec.specialise
+        print(f"[{spec.name}] specialising: {phase}", flush=True)
+        calibration = [p for p in synthetic_arithmetic(400, seed=CALIBRATION_SEED) if p.prompt not in exclude]
+        for group in optimizer.param_groups:
+            group["lr"] = phase.lr
+        while special < phase.max_steps:
+            for _ in range(phase.round_steps):
+                levels = [
+                    rng.choice((3, 4, 5) if rng.random() < phase.hard_share else (1, 2)) for _ in range(spec.batch)
+                ]
+                loss = train_step(model, tokenizer, optimizer, [streams.draw(level) for level in levels])
+            special += phase.round_steps
+            rates = pass_rates(model, tokenizer, calibration, samples=8, temperature=DEMO_TEMPERATURE, seed=special)
+            low, mid, high = spread(rates)
             print(
-                f"[{spec.name}] step {step + 1:>5}  loss {loss.item():.3f}  greedy {fmt_levels(accuracy)}  "
-                f"{time.perf_counter() - started:.0f}s",
+                f"[{spec.name}] specialised {special} steps: calibration split near 0 {low:.0%}, between "
+                f"{mid:.0%}, near 1 {high:.0%}",
                 flush=True,
             )
-    return model
+            if low >= phase.near0:
+                break
+        report(spec.steps + extra + special, loss)
+    return model, spec.steps + extra + special
 
 
 def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, directory: Path) -> None:
@@ -293,6 +364,7 @@ class Measured:
     """What the README reports about one trained model."""
 
     spec: Spec
+    steps: int
     parameters: int
     megabytes: float
     seconds: float
@@ -306,6 +378,7 @@ def measure(
     model: LlamaForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
     spec: Spec,
+    steps: int,
     seconds: float,
     directory: Path,
     pool: Sequence[Problem],
@@ -315,6 +388,7 @@ def measure(
 ) -> Measured:
     measured = Measured(
         spec=spec,
+        steps=steps,
         parameters=sum(p.numel() for p in model.parameters()),
         megabytes=sum(f.stat().st_size for f in directory.iterdir()) / 2**20,
         seconds=seconds,
@@ -324,11 +398,14 @@ def measure(
     print(f"[{spec.name}] greedy, pool:     {fmt_levels(measured.pool_greedy)}", flush=True)
     print(f"[{spec.name}] greedy, held-out: {fmt_levels(measured.heldout_greedy)}", flush=True)
     if sampled:
-        rates = pass_rates(model, tokenizer, pool, samples=8, temperature=1.0)
+        rates = pass_rates(model, tokenizer, pool, samples=8, temperature=DEMO_TEMPERATURE)
         measured.sampled = by_level(pool, rates)
         measured.sampled_spread = spread(rates)
         low, mid, high = measured.sampled_spread
-        print(f"[{spec.name}] sampled pass rate (T=1, 8 samples), pool: {fmt_levels(measured.sampled)}", flush=True)
+        print(
+            f"[{spec.name}] sampled pass rate (T={DEMO_TEMPERATURE}, 8 samples), pool: {fmt_levels(measured.sampled)}",
+            flush=True,
+        )
         print(f"[{spec.name}] pool split: p<=1/8 {low:.0%}, between {mid:.0%}, p>=7/8 {high:.0%}", flush=True)
     return measured
 
@@ -339,9 +416,10 @@ def _row(label: str, values: dict[int, float]) -> str:
 
 def readme(teacher: Measured, student: Measured, seed: int, total_seconds: float) -> str:
     low, mid, high = student.sampled_spread or (0.0, 0.0, 0.0)
+    phase = student.spec.specialise
     specs = "\n".join(
         f"| {m.spec.name} | {m.spec.hidden} | {m.spec.layers} | {m.spec.heads} | {m.spec.ffn} | "
-        f"{m.parameters:,} | {m.megabytes:.1f} MB | {m.spec.steps} x {m.spec.batch} | {m.spec.lr:g} | "
+        f"{m.parameters:,} | {m.megabytes:.1f} MB | {m.steps} x {m.spec.batch} | {m.spec.lr:g} | "
         f"{m.seconds / 60:.1f} min |"
         for m in (teacher, student)
     )
@@ -355,20 +433,26 @@ character-level tokenizer (`PreTrainedTokenizerFast`, one token per character of
 `<pad> <s> </s> <unk>`; no BOS is added, so a prompt is exactly its characters). A problem is the prompt
 followed by the completion `answer + "\\n"`, then `</s>`; the generation config stops on the newline or
 `</s>`. Loss: cross-entropy on the completion tokens; AdamW, warmup then cosine decay, gradient clipping
-at 1; the harder levels are drawn more often (weights 1, 2, 2, 2, 3 for levels 1 to 5).
+at 1. Every {ADAPT_EVERY} steps the levels are re-weighted in proportion to 1.1 minus their greedy accuracy
+on 60 monitor problems each, so the data follows what is not learnt yet.
 
 | model | hidden | layers | heads | ffn | parameters | on disk | steps x batch | lr | training time |
 |---|---|---|---|---|---|---|---|---|---|
 {specs}
 
-The teacher is trained until accurate on every level. The student is smaller and stops early, never sees a
-problem of `synthetic_arithmetic(2500, seed=0)` (the demo's pool and held-out set), and so starts with pass
+The teacher is trained until accurate on every level (after the schedule, rounds at lr/10 while a level's
+monitor accuracy is below {TEACHER.until:.0%}). The student has the same shape and schedule but never sees a
+problem of `synthetic_arithmetic(2500, seed=0)` (the demo's pool and held-out set); then it specialises
+({phase}): batches mostly from levels 1-2, in rounds, until at least {phase.near0 if phase else 0:.0%} of 400
+calibration problems have a sampled pass rate <= 1/8. It partly forgets levels 3-5, which distillation then
+brings back quickly, and so starts with pass
 rates spread from 0 to 1.
 
 ## Measured accuracy
 
 Pool: `synthetic_arithmetic(2000, seed=0)`; held-out: the next 500 problems of the same seed. Greedy
-decoding; "sampled" is the mean pass rate of 8 samples per problem at temperature 1.0.
+decoding; "sampled" is the mean pass rate of 8 samples per problem at temperature {DEMO_TEMPERATURE}, the demo's
+rollout temperature.
 
 | | L1 | L2 | L3 | L4 | L5 |
 |---|---|---|---|---|---|
@@ -378,7 +462,7 @@ decoding; "sampled" is the mean pass rate of 8 samples per problem at temperatur
 {_row("student, greedy, held-out", student.heldout_greedy)}
 {_row("student, sampled, pool", student.sampled or {})}
 
-Student pass rates over the pool (8 samples, temperature 1.0): {low:.0%} near 0 (p <= 1/8), {mid:.0%} in
+Student pass rates over the pool (8 samples, temperature {DEMO_TEMPERATURE}): {low:.0%} near 0 (p <= 1/8), {mid:.0%} in
 between, {high:.0%} near 1 (p >= 7/8).
 
 ## Retrain
@@ -404,16 +488,17 @@ def main() -> None:
             raise RuntimeError(f"tokenizer does not round-trip {text!r}")
     demo = synthetic_arithmetic(DEMO_PROBLEMS, seed=0)
     pool, heldout = demo[:2000], demo[2000:]
-    monitor = [p for level in LEVELS for p in [q for q in heldout if q.metadata["level"] == level][:40]]
 
     results = {}
     for spec, exclude in ((TEACHER, set()), (STUDENT, {p.prompt for p in demo})):
         spec_started = time.perf_counter()
-        model = train(spec, tokenizer, seed=args.seed, exclude=exclude, monitor=monitor)
+        model, steps = train(spec, tokenizer, seed=args.seed, exclude=exclude)
         seconds = time.perf_counter() - spec_started
         directory = args.out / spec.name
         save(model, tokenizer, directory)
-        results[spec.name] = measure(model, tokenizer, spec, seconds, directory, pool, heldout, sampled=spec is STUDENT)
+        results[spec.name] = measure(
+            model, tokenizer, spec, steps, seconds, directory, pool, heldout, sampled=spec is STUDENT
+        )
     total = time.perf_counter() - started
     (args.out / "README.md").write_text(readme(results["teacher"], results["student"], args.seed, total))
     print(f"wrote {args.out} in {total / 60:.1f} min", flush=True)

@@ -36,7 +36,7 @@ from paced_core.config import PacedConfig
 from paced_core.tasks import get_template
 from services.learner import Learner, latest_checkpoint
 from services.models import check_model
-from services.pool import Pool, group_of, load_pool
+from services.pool import Pool, group_of, load_eval_sets, load_pool
 from services.rollout import HFRolloutWorker
 from services.rollout_vllm import VLLMRolloutWorker
 from services.scheduler import Scheduler
@@ -62,7 +62,9 @@ class WorkerSlot:
     busy: Any = None  # the ObjectRef of the generation in flight
     requests: list = field(default_factory=list)
     retiring: bool = False
-    version: int = 0
+    version: int = 0  # the version the worker has confirmed it serves
+    loading: Any = None  # the ObjectRef of a weight load in flight
+    loading_version: int = 0
 
 
 class Driver:
@@ -75,6 +77,7 @@ class Driver:
         self.eval_set = (
             self.pool.heldout[: cfg.pipeline.eval_problems] if cfg.pipeline.eval_problems else self.pool.heldout
         )
+        self.eval_sets = load_eval_sets(cfg.data)
         self.store: PassRateStore = open_store(cfg.store)
         self.scheduler = Scheduler(self.pool.train, cfg.scheduler)
         self.workers: dict[str, WorkerSlot] = {}
@@ -95,6 +98,8 @@ class Driver:
             "skipped_no_ref": 0,
         }
         self.learner_restarts = 0
+        # Weights reach the engines by the learner's NCCL broadcast instead of the object store.
+        self._nccl = cfg.rollout.backend == "vllm" and cfg.rollout.vllm.weight_transport == "nccl"
         self.evals: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ actors
@@ -115,6 +120,9 @@ class Driver:
         if ckpt is not None:
             ray.get(self.learner.load_checkpoint.remote(ckpt))
             log(f"learner restored from {ckpt}")
+        if self._nccl:  # the weight-update groups died with the learner: open new ones
+            tp = self.cfg.rollout.vllm.tensor_parallel_size
+            ray.get([self.learner.connect_engine.remote(w.worker_id, w.handle, tp) for w in self.workers.values()])
         self._publish()
 
     def _start_actors(self) -> None:
@@ -163,7 +171,12 @@ class Driver:
             )
         )
         slot = WorkerSlot(worker_id, handle)
-        if role == "student" and self.weights_ref is not None:
+        if role == "student" and self._nccl:
+            ray.get(handle.state.remote())  # surfaces a failed start, naming the worker
+            tp = rollout.vllm.tensor_parallel_size
+            ray.get(self.learner.connect_engine.remote(worker_id, handle, tp))
+            slot.version = self._broadcast(only=worker_id)  # the latest weights before its first request
+        elif role == "student" and self.weights_ref is not None:
             # A worker that joins mid-run serves the latest weights before its first request.
             slot.version = ray.get(handle.load_weights.remote(self.weights_version, self.weights_ref))
         else:
@@ -192,11 +205,15 @@ class Driver:
                     self._retire(slot)
 
     def _retire(self, slot: WorkerSlot) -> None:
+        if self._nccl:
+            self.learner.disconnect_engine.remote(slot.worker_id)
         ray.kill(slot.handle)
         self.workers.pop(slot.worker_id, None)
         self.store.remove_worker_status(slot.worker_id)
 
     def _replace_dead(self, slot: WorkerSlot, err: Exception) -> None:
+        if self._nccl:
+            self.learner.disconnect_engine.remote(slot.worker_id)
         self.restarts += 1
         self.workers.pop(slot.worker_id, None)
         self.store.remove_worker_status(slot.worker_id)
@@ -204,15 +221,52 @@ class Driver:
         if not slot.retiring:
             self._add_workers(1)
 
+    def _broadcast(self, only: str | None = None) -> int:
+        """NCCL transport: the learner broadcasts to every engine (or `only`); returns the version served."""
+        try:
+            return ray.get(self.learner.broadcast_weights.remote(only))
+        except RayActorError:
+            raise
+        except Exception as err:
+            raise PipelineError(cause_of(err)) from err
+
     def _publish(self) -> None:
-        """One put into the object store; every worker loads it after its current batch."""
+        """One put into the object store; every worker loads it after its current batch. With the NCCL
+        transport the learner broadcasts instead, and every worker serves the new version on return."""
+        if self._nccl:
+            version = self._broadcast()
+            self.weights_version = version
+            self.scheduler.set_policy_version(version)
+            for slot in self.workers.values():
+                slot.version = version
+            return
         version_ref, state_ref = self.learner.weights.options(num_returns=2).remote()
         version = ray.get(version_ref)
         self.weights_ref, self.weights_version = state_ref, version
         self.scheduler.set_policy_version(version)
         for slot in self.workers.values():
-            slot.handle.load_weights.remote(version, state_ref)
-            slot.version = version
+            slot.loading = slot.handle.load_weights.remote(version, state_ref)
+            slot.loading_version = version
+
+    def _check_loads(self, wait: bool = False) -> None:
+        """Confirm the weight loads that have finished (all of them with `wait`). A worker that refuses a
+        version (names or shapes that do not match its model) stops the run: every later version would be
+        refused the same way. It keeps serving its old version until then."""
+        for slot in list(self.workers.values()):
+            if slot.loading is None:
+                continue
+            if not wait and not ray.wait([slot.loading], timeout=0)[0]:
+                continue
+            ref, slot.loading = slot.loading, None
+            try:
+                slot.version = ray.get(ref)
+            except RayActorError:
+                pass  # the worker died; its generation call reports that and it is replaced
+            except Exception as err:  # any refusal is reported with its cause
+                raise PipelineError(
+                    f"rollout worker {slot.worker_id} refused weights version {slot.loading_version}: "
+                    f"{cause_of(err)}; it still serves version {slot.version}"
+                ) from err
 
     # ------------------------------------------------------------------ rollouts and grading
 
@@ -274,28 +328,45 @@ class Driver:
 
     # ------------------------------------------------------------------ evaluation
 
-    def evaluate(self) -> float:
-        if not self.eval_set:
-            return float("nan")
+    def _accuracy(self, problems: list) -> tuple[float, dict[str, float], int]:
+        """The student's accuracy on `problems`: greedy, or mean@k with `pipeline.eval_samples` = k > 1.
+        Returns (accuracy, accuracy by group, the policy version evaluated)."""
         slot = next(iter(self.workers.values()))
         if slot.busy is not None:
             ray.wait([slot.busy])
-        texts = ray.get(slot.handle.complete.remote(self.eval_set, True))
-        correct = ray.get(self.verifiers[0].grade_texts.remote(self.eval_set, texts))
+        self._check_loads(wait=True)  # the version evaluated is the one the worker confirmed
+        k = self.cfg.pipeline.eval_samples
+        texts = ray.get(slot.handle.complete.remote(problems, k, self.cfg.pipeline.eval_temperature))
+        repeated = [p for p in problems for _ in range(k)]
+        correct = ray.get(self.verifiers[0].grade_texts.remote(repeated, texts))
         by_group: dict[str, list[bool]] = {}
-        for p, ok in zip(self.eval_set, correct, strict=True):
+        for p, ok in zip(repeated, correct, strict=True):
             by_group.setdefault(group_of(p), []).append(ok)
-        acc = sum(correct) / len(correct)
-        self.evals.append(
-            {
-                "version": slot.version,
-                "accuracy": acc,
-                "by_group": {g: sum(v) / len(v) for g, v in sorted(by_group.items())},
-                "time": time.time(),
-            }
-        )
+        groups = {g: sum(v) / len(v) for g, v in sorted(by_group.items())}
+        return sum(correct) / len(correct), groups, slot.version
+
+    def evaluate(self) -> float:
+        """Held-out accuracy now; recorded in `self.evals` and the store's metrics."""
+        if not self.eval_set:
+            return float("nan")
+        acc, groups, version = self._accuracy(self.eval_set)
+        self.evals.append({"version": version, "accuracy": acc, "by_group": groups, "time": time.time()})
         self.store.append_metrics({"kind": "eval", **self.evals[-1]})
         return acc
+
+    def evaluate_sets(self, when: str) -> dict[str, float]:
+        """Accuracy on each of `data.eval_sets` (`when`: "before" or "after", for the log)."""
+        results: dict[str, float] = {}
+        k = self.cfg.pipeline.eval_samples
+        metric = f"mean@{k}" if k > 1 else "greedy"
+        for name, problems in self.eval_sets.items():
+            acc, _, version = self._accuracy(problems)
+            results[name] = acc
+            log(f"{name} {metric} accuracy {when}: {acc:.3f} on {len(problems)} problems")
+            self.store.append_metrics(
+                {"kind": "eval_set", "set": name, "accuracy": acc, "version": version, "time": time.time()}
+            )
+        return results
 
     # ------------------------------------------------------------------ the run
 
@@ -353,6 +424,7 @@ class Driver:
         hist_before = self.store.histogram()
         acc_before = self.evaluate()
         log(f"held-out accuracy before: {acc_before:.3f} on {len(self.eval_set)} problems")
+        sets_before = self.evaluate_sets("before")
         loop_start = time.perf_counter()
         if cfg.pipeline.mode == "async":
             self._run_async()
@@ -367,6 +439,7 @@ class Driver:
         ray.get([w.handle.state.remote() for w in self.workers.values()])  # weights loaded everywhere
         acc_after = self.evaluate()
         log(f"held-out accuracy after: {acc_after:.3f} (before {acc_before:.3f})")
+        sets_after = self.evaluate_sets("after")
         stats = ray.get(self.learner.stats.remote())
         if cfg.learner.checkpoint_every:
             ray.get(self.learner.save_checkpoint.remote())
@@ -380,6 +453,9 @@ class Driver:
             "heldout_accuracy_before": acc_before,
             "heldout_accuracy_after": acc_after,
             "evals": self.evals,
+            "eval_samples": cfg.pipeline.eval_samples,
+            "eval_sets_before": sets_before,
+            "eval_sets_after": sets_after,
             "passrate_histogram_before": hist_before,
             "passrate_histogram_after": self.store.histogram(),
             "rollout_tokens_per_s": self.generated_tokens / wall if wall else 0.0,
@@ -473,6 +549,7 @@ class Driver:
             if now - last_reconcile > 1.0:
                 self._reconcile()
                 last_reconcile = now
+            self._check_loads()
             paused = self.store.paused()
             depth = self.store.queue_depth()
             queued = depth["undelivered"] + depth["pending"]
@@ -523,6 +600,7 @@ class Driver:
         needed = cfg.learner.batch_size
         while step < cfg.learner.steps:
             self._reconcile()
+            self._check_loads(wait=True)
             # Generate exactly one learner batch, spread over the workers, then grade it all.
             per_request = cfg.rollout.samples_per_problem
             n_problems = max(1, -(-needed // per_request))
@@ -584,6 +662,7 @@ def init_ray(address: str | None = None) -> None:
 def preflight(cfg: PacedConfig) -> None:
     """The checks that need no actor, so that bad input fails in seconds: data, model paths, Redis."""
     load_pool(cfg.data, seed=cfg.run.seed)
+    load_eval_sets(cfg.data)
     if cfg.rollout.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise PipelineError(
             f"rollout.backend is 'vllm' but vllm is not installed for {sys.executable}: build its virtualenv "

@@ -104,6 +104,7 @@ class Learner:
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.version = 0
+        self._nccl: Any = None  # weight_sync.NcclSender, with rollout.vllm.weight_transport nccl
         self.counts = {
             "used": 0,
             "dropped_stale": 0,
@@ -309,6 +310,30 @@ class Learner:
         every rollout worker reads that one object.
         """
         return self.version, {k: v.detach().to("cpu", copy=True) for k, v in self.student.state_dict().items()}
+
+    # ------------------------------------------------------------------ the NCCL weight transport (GPU)
+
+    def connect_engine(self, worker_id: str, handle: Any, engine_world_size: int = 1) -> None:
+        """`rollout.vllm.weight_transport: nccl`: open a weight-update group with one rollout worker's
+        engine (`weight_sync.NcclSender`); the worker's `init_weight_transfer_engine` joins it."""
+        from services.weight_sync import NcclSender
+
+        if self._nccl is None:
+            self._nccl = NcclSender(self.student)
+        self._nccl.connect(worker_id, handle, engine_world_size)
+
+    def disconnect_engine(self, worker_id: str) -> None:
+        if self._nccl is not None and worker_id in self._nccl.groups:
+            self._nccl.disconnect(worker_id)
+
+    def broadcast_weights(self, only: str | None = None) -> int:
+        """NCCL path: send the student's weights to every connected engine (or just `only`); returns the
+        version they now serve. A worker that refuses the names or shapes is named in the error, before
+        anything moved."""
+        if self._nccl is None:
+            raise RuntimeError("broadcast_weights: no engine connected (connect_engine first)")
+        self._nccl.send(self.version, only)
+        return self.version
 
     def stats(self) -> dict[str, Any]:
         total = self.idle_s + self.busy_s

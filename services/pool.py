@@ -24,9 +24,26 @@ def _load(source: DataSource) -> list[Problem]:
     raise TypeError(f"unknown data source {source!r}")
 
 
+def _load_all(sources: DataSource | list[DataSource], where: str) -> list[Problem]:
+    """One source, or several concatenated; a problem id that two sources share is an error."""
+    if not isinstance(sources, list):
+        return _load(sources)
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for index, source in enumerate(sources):
+        for problem in _load(source):
+            if problem.id in seen:
+                raise ValueError(
+                    f"{where}[{index}]: problem id {problem.id!r} is already in {where}[{seen[problem.id]}]"
+                )
+            seen[problem.id] = index
+            problems.append(problem)
+    return problems
+
+
 def load_pool(cfg: DataConfig, seed: int = 0) -> Pool:
     """Training pool and held-out set: a separate source, or `heldout_fraction` of the training one."""
-    train = _load(cfg.train)
+    train = _load_all(cfg.train, "data.train")
     if cfg.heldout is not None:
         heldout = _load(cfg.heldout)
     elif cfg.heldout_fraction > 0:
@@ -47,3 +64,8 @@ def group_of(problem: Problem) -> str:
     if "level" in meta and meta["level"] is not None:
         return f"L{meta['level']}"
     return str(meta.get("subject") or meta.get("dataset") or "all")
+
+
+def load_eval_sets(cfg: DataConfig) -> dict[str, list[Problem]]:
+    """The named evaluation sets of `data.eval_sets`, loaded."""
+    return {name: _load(source) for name, source in cfg.eval_sets.items()}

@@ -49,6 +49,19 @@ def check_state_compatible(expected: Mapping[str, torch.Tensor], given: Mapping[
             raise WeightMismatchError(f"weight update has unexpected tensor {name!r}")
 
 
+def eval_temperature(samples: int, temperature: float | None, rollout_temperature: float) -> float:
+    """The temperature of an evaluation: greedy (0) for one sample per problem; else `temperature`, by
+    default the rollouts'. Mean@k needs sampling, so k > 1 at temperature 0 is refused."""
+    if samples < 1:
+        raise ValueError(f"evaluation samples must be >= 1, got {samples}")
+    if samples == 1:
+        return 0.0
+    chosen = rollout_temperature if temperature is None else temperature
+    if chosen <= 0:
+        raise ValueError(f"{samples} evaluation samples per problem need a temperature > 0, got {chosen}")
+    return chosen
+
+
 @dataclass
 class GenerationStats:
     tokens: int = 0
@@ -136,7 +149,7 @@ class HFRolloutWorker:
                 raise IndexError(f"request {req.request_id}: problem index {req.problem.index} outside the pool")
             prompts.extend([self._prompt(req.problem.index)] * req.n)
             refs.extend([req.problem] * req.n)
-        outputs = self._run(prompts, greedy=self.cfg.temperature == 0)
+        outputs = self._run(prompts, self.cfg.temperature)
         now = time.time()
         return [
             Rollout(
@@ -154,19 +167,23 @@ class HFRolloutWorker:
             for ref, prompt, (completion, reason) in zip(refs, prompts, outputs, strict=True)
         ]
 
-    def complete(self, problems: Sequence[Problem], greedy: bool = True) -> list[str]:
-        """Completion texts for problems outside the pool (held-out evaluation)."""
+    def complete(self, problems: Sequence[Problem], samples: int = 1, temperature: float | None = None) -> list[str]:
+        """Completion texts for problems outside the pool (evaluation): one greedy completion per problem,
+        or `samples` sampled ones per problem (consecutive) at `temperature` (default: the rollouts')."""
         prompts = [encode_prompt(p, self.template, self.tokenizer, self.chat) for p in problems]
-        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _ in self._run(prompts, greedy)]
+        prompts = [prompt for prompt in prompts for _ in range(samples)]
+        completions = self._run(prompts, eval_temperature(samples, temperature, self.cfg.temperature))
+        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _ in completions]
 
-    def _run(self, prompts: list[list[int]], greedy: bool) -> list[tuple[list[int], str]]:
+    def _run(self, prompts: list[list[int]], temperature: float) -> list[tuple[list[int], str]]:
+        """(completion ids, finish reason) per prompt, in order; temperature 0 is greedy."""
         out: list[tuple[list[int], str]] = []
         for start in range(0, len(prompts), self.cfg.batch_size):
-            out.extend(self._generate_batch(prompts[start : start + self.cfg.batch_size], greedy))
+            out.extend(self._generate_batch(prompts[start : start + self.cfg.batch_size], temperature))
         return out
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], greedy: bool) -> list[tuple[list[int], str]]:
+    def _generate_batch(self, prompts: list[list[int]], temperature: float) -> list[tuple[list[int], str]]:
         started = time.perf_counter()
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
@@ -177,10 +194,10 @@ class HFRolloutWorker:
             mask[row, width - len(prompt) :] = 1
         sampling = (
             {"do_sample": False}
-            if greedy
+            if temperature == 0
             else {
                 "do_sample": True,
-                "temperature": self.cfg.temperature,
+                "temperature": temperature,
                 "top_p": self.cfg.top_p,
                 "top_k": self.cfg.top_k if self.cfg.top_k > 0 else None,
             }

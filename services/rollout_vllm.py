@@ -42,7 +42,7 @@ from paced_core.embedded import resolve_model_path
 from paced_core.tasks import Problem, PromptTemplate
 from services.models import ModelLoadError, check_model, load_tokenizer
 from services.records import Rollout, RolloutRequest
-from services.rollout import GenerationStats, check_state_compatible, encode_prompt
+from services.rollout import GenerationStats, check_state_compatible, encode_prompt, eval_temperature
 from services.weight_sync import NcclTransport, ObjectStoreTransport, WeightTransportError, make_transport
 
 
@@ -230,7 +230,7 @@ class VLLMRolloutWorker:
                 raise IndexError(f"request {req.request_id}: problem index {req.problem.index} outside the pool")
             prompts.extend([self._prompt(req.problem.index)] * req.n)
             refs.extend([req.problem] * req.n)
-        outputs = self._run(prompts, greedy=self.cfg.temperature == 0)
+        outputs = self._run(prompts, self.cfg.temperature)
         now = time.time()
         return [
             Rollout(
@@ -249,12 +249,15 @@ class VLLMRolloutWorker:
             for ref, prompt, (completion, reason, logprobs) in zip(refs, prompts, outputs, strict=True)
         ]
 
-    def complete(self, problems: Sequence[Problem], greedy: bool = True) -> list[str]:
-        """Completion texts for problems outside the pool (held-out evaluation)."""
+    def complete(self, problems: Sequence[Problem], samples: int = 1, temperature: float | None = None) -> list[str]:
+        """Completion texts for problems outside the pool (evaluation): one greedy completion per problem,
+        or `samples` sampled ones per problem (consecutive) at `temperature` (default: the rollouts')."""
         prompts = [encode_prompt(p, self.template, self.tokenizer, self.chat) for p in problems]
-        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _, _ in self._run(prompts, greedy)]
+        prompts = [prompt for prompt in prompts for _ in range(samples)]
+        completions = self._run(prompts, eval_temperature(samples, temperature, self.cfg.temperature))
+        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _, _ in completions]
 
-    def _sampling(self, greedy: bool):
+    def _sampling(self, temperature: float):
         from vllm import SamplingParams
 
         self._samples += 1
@@ -266,21 +269,21 @@ class VLLMRolloutWorker:
             "logprobs": 0 if self.logprobs else None,
             "seed": self._seed_base + self._samples,
         }
-        if greedy:
+        if temperature == 0:
             return SamplingParams(temperature=0.0, **common)
         return SamplingParams(
-            temperature=self.cfg.temperature,
+            temperature=temperature,
             top_p=self.cfg.top_p,
             top_k=max(self.cfg.top_k, 0),  # vLLM: 0 disables top-k (our config's -1)
             **common,
         )
 
-    def _run(self, prompts: list[list[int]], greedy: bool) -> list[tuple[list[int], str, list[float] | None]]:
+    def _run(self, prompts: list[list[int]], temperature: float) -> list[tuple[list[int], str, list[float] | None]]:
         """(completion ids, finish reason, sampled-token log-probs or None) per prompt, in order."""
         started = time.perf_counter()
         outputs = self.llm.generate(
             [{"prompt_token_ids": p} for p in prompts],
-            [self._sampling(greedy) for _ in prompts],
+            [self._sampling(temperature) for _ in prompts],
             use_tqdm=False,
         )
         results = []

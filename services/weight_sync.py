@@ -13,7 +13,9 @@ place: no engine restart, no reload from disk.
   `weight_transfer_config=WeightTransferConfig(backend="nccl")`; the learner (`NcclSender`) opens one
   weight-update process group per engine (the learner is rank 0, the engine's workers ranks 1..) and
   broadcasts every parameter; the engine's workers load what they receive (`start_weight_update`,
-  `update_weights`, `finish_weight_update`). **Untested here**: CI and the developers' machines have no GPU.
+  `update_weights`, `finish_weight_update`). The learner actor holds the sender (`Learner.connect_engine`,
+  `broadcast_weights`); the driver connects each new rollout worker and broadcasts instead of putting the
+  state dict in the object store. **Untested here**: CI and the developers' machines have no GPU.
   Colocated learner and engine on one GPU would use vLLM's `ipc` backend (CUDA IPC handles) the same way;
   it is not wired up.
 """
@@ -191,10 +193,18 @@ class NcclSender:
         joined mid-run), which then serves `version`."""
         import ray
 
-        groups = [self.groups[only]] if only is not None else list(self.groups.values())
-        meta = WeightMetadata.of(self.model)
-        ray.get([client.handle.check_weight_metadata.remote(asdict(meta)) for _, client in groups])
-        for engine, client in groups:
+        ids = [only] if only is not None else list(self.groups)
+        meta = asdict(WeightMetadata.of(self.model))
+        checks = {worker_id: self.groups[worker_id][1].handle.check_weight_metadata.remote(meta) for worker_id in ids}
+        for worker_id, check in checks.items():
+            try:
+                ray.get(check)
+            except ray.exceptions.RayTaskError as err:
+                raise WeightTransportError(
+                    f"rollout worker {worker_id} refused weights version {version}: {err.cause}"
+                ) from err
+        for worker_id in ids:
+            engine, client = self.groups[worker_id]
             client.version = version
             engine.send_weights()
 

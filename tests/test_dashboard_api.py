@@ -468,6 +468,7 @@ def test_the_dashboard_reads_a_run_the_real_pipeline_recorded(
         "dashboard.port": "0",
         "student.path": tiny_models["student"],
         "teacher.path": tiny_models["teacher"],
+        "schedule": "{type: constant, loss: {kind: reverse_kl}}",  # random models: no teacher references
     }
     cfg = load_config(REPO / "configs" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])
     driver = Driver(cfg, tmp_path)

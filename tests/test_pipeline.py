@@ -40,6 +40,8 @@ def small_config(models: dict[str, str], run_name: str, steps: int = 6, redis_ur
         "pipeline.learner_wait_s": "20",
         "rollout.batch_size": "64",
         "dashboard.port": "0",
+        # demo.yaml starts with forward KL on verified teacher references, which a random teacher never gives.
+        "schedule": "{type: constant, loss: {kind: reverse_kl}}",
         **extra,
     }
     if redis_url:
@@ -120,6 +122,9 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
         driver.store.set_desired_replicas(ROLE, 3)
         _when(lambda: len(driver.workers) == 3)
         seen_counts.append(len(driver.workers))
+        # Keep three until the learner has recorded a step with them (starting actors can take longer
+        # than a step on a loaded machine, so "three exist" alone does not mean a step saw them).
+        _when(lambda: '"workers": 3' in (tmp_path / "metrics.jsonl").read_text())
         driver.store.set_desired_replicas(ROLE, 1)
         _when(lambda: len(driver.workers) == 1)
         seen_counts.append(len(driver.workers))
@@ -187,3 +192,34 @@ def test_resume_continues_with_the_same_step_count_and_optimizer_state(ray_clust
     steps = [r["step"] for r in read_steps(tmp_path)]
     assert steps == [1, 2, 3, 4, 5, 6, 7]
     assert adam_steps(tmp_path / "checkpoints" / "step-000007") == 7
+
+
+def test_a_refused_weight_update_stops_the_run_naming_the_worker(ray_cluster, tmp_path, tiny_models):
+    """A published version whose tensors do not fit the worker's model is refused by the worker, which keeps
+    serving its old version, and the driver stops with a message naming the worker and the first mismatch."""
+    from transformers import AutoModelForCausalLM
+
+    from services.driver import PipelineError
+
+    driver = Driver(small_config(tiny_models, "refused"), tmp_path)
+    try:
+        driver._start_actors()
+        driver._add_workers(1)
+        slot = next(iter(driver.workers.values()))
+        driver._publish()  # the learner's own weights fit: the worker confirms the version
+        driver._check_loads(wait=True)
+        assert slot.version == driver.weights_version == ray.get(slot.handle.state.remote())["version"]
+
+        state = AutoModelForCausalLM.from_pretrained(tiny_models["student"]).state_dict()
+        state["model.norm.weight"] = torch.zeros(7)
+        slot.loading = slot.handle.load_weights.remote(driver.weights_version + 1, ray.put(state))
+        slot.loading_version = driver.weights_version + 1
+        with pytest.raises(PipelineError) as refused:
+            driver._check_loads(wait=True)
+        message = str(refused.value)
+        assert message.startswith(f"rollout worker {slot.worker_id} refused weights version {slot.loading_version}")
+        assert "'model.norm.weight' with shape (7,)" in message, message
+        assert f"it still serves version {driver.weights_version}" in message
+        assert ray.get(slot.handle.state.remote())["version"] == driver.weights_version
+    finally:
+        driver.close()

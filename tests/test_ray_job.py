@@ -82,6 +82,8 @@ def test_ray_job_submit_runs_the_demo_config(ray_head, tmp_path, tiny_models):
         f"student.path={tiny_models['student']}", f"teacher.path={tiny_models['teacher']}",
         "learner.steps=5", "data.train.n=160", "pipeline.eval_problems=16", "pipeline.warmup_samples=1",
         "pipeline.problems_per_request=8", "learner.batch_size=16", "run.name=ray-job",
+        # Random models: the teacher verifies no references for demo.yaml's forward-KL stage.
+        "schedule={type: constant, loss: {kind: reverse_kl}}",
     ]  # fmt: skip
     sets = [arg for o in overrides for arg in ("--set", o)]
     proc = subprocess.run(
