@@ -1,17 +1,17 @@
 """Train the embedded teacher and student from scratch on CPU and write them into the package.
 
-    python scripts/train_embedded.py            # about 15 minutes on 2 CPU cores
+    python scripts/train_embedded.py            # about 10 minutes on 2 CPU cores
 
 Both models are `LlamaForCausalLM` with a character-level tokenizer over `SYNTHETIC_ALPHABET`, trained by
 plain next-token cross-entropy on the completion `answer + "\\n" + </s>` after the bare prompt ("47+33=").
-The teacher trains until it is accurate on every level of `synthetic_arithmetic`. The student has the same
-shape and schedule, then trains for a short phase mostly on the easy levels (`Specialise`), in which it
-partly forgets the harder ones: its pass rates spread from 0 to 1 (the regime where p(1 - p) weighting
+One base model is trained, then forked: the teacher trains on until it is accurate on every level of
+`synthetic_arithmetic`; the student trains for a short phase mostly on the easy levels (`Specialise`), in
+which it partly forgets the harder ones: its pass rates spread from 0 to 1 (the regime where p(1 - p) weighting
 matters), and what it forgot, a few minutes of distillation bring back.
 
 Training problems come from `synthetic_arithmetic` with seeds that never collide with the demo's
-(`DEMO_PROBLEMS`: seed 0). The student never sees a demo problem, so the demo's pool and held-out set are
-new to it; the teacher, the oracle, may have seen some. Everything is seeded: the same seed, torch version
+(`DEMO_PROBLEMS`: seed 0): the student never sees a demo problem, so the demo's pool and held-out set are
+new to it; the teacher, the oracle, sees them in its last phase. Everything is seeded: the same seed, torch version
 and thread count give the same weights.
 
 Writes `paced_core/data/embedded/{teacher,student}/` (safetensors, config, generation config, tokenizer)
@@ -21,6 +21,7 @@ and `paced_core/data/embedded/README.md` with sizes, timings and the measured ac
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import random
 import time
@@ -66,9 +67,8 @@ class Specialise:
 
 @dataclass(frozen=True)
 class Spec:
-    """One model and its training run: warmup, then a cosine decay of the learning rate to lr/10 over
-    `steps`; then, while a level's monitor accuracy is below `until`, up to `extra_steps` more at lr/10 (in
-    rounds of `ADAPT_EVERY`); then the `specialise` phase, if any."""
+    """A model's shape and its base training run: warmup, then a cosine decay of the learning rate to
+    lr/10 over `steps`."""
 
     name: str
     hidden: int
@@ -78,26 +78,14 @@ class Spec:
     steps: int
     batch: int
     lr: float
-    specialise: Specialise | None = None
     warmup: int = 200
-    until: float | None = None
-    extra_steps: int = 0
 
 
-TEACHER = Spec(
-    "teacher", hidden=96, layers=3, heads=8, ffn=384, steps=4000, batch=128, lr=3e-3, until=0.95, extra_steps=3000
-)
-STUDENT = Spec(
-    "student",
-    hidden=96,
-    layers=3,
-    heads=8,
-    ffn=384,
-    steps=4000,
-    batch=128,
-    lr=3e-3,
-    specialise=Specialise(lr=1e-3, hard_share=0.05, near0=0.3, round_steps=50, max_steps=400),
-)
+BASE = Spec("base", hidden=96, layers=3, heads=8, ffn=384, steps=4000, batch=128, lr=3e-3)
+"""The training both models share; the teacher then trains `until_accurate`, the student `specialise`s."""
+TEACHER_UNTIL = 0.95
+TEACHER_EXTRA_STEPS = 3000
+STUDENT_SPECIALISE = Specialise(lr=1e-3, hard_share=0.05, near0=0.3, round_steps=50, max_steps=400)
 ADAPT_EVERY = 300
 """Steps between re-weightings of the levels: each is drawn in proportion to 1.1 - its greedy accuracy on
 the monitor problems, so the data follows what is not learnt yet (level 1 is learnt first, level 5 last)."""
@@ -273,74 +261,93 @@ def train_step(
     return loss.item()
 
 
-def train(
-    spec: Spec, tokenizer: PreTrainedTokenizerFast, *, seed: int, exclude: set[str]
-) -> tuple[LlamaForCausalLM, int]:
-    """Train `spec` from scratch; levels are re-weighted every `ADAPT_EVERY` steps by what is not learnt yet.
-    Returns the model and the number of optimizer steps taken."""
-    model = build_model(spec, tokenizer, seed)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"[{spec.name}] {params:,} parameters; {spec.steps} steps of {spec.batch}, lr {spec.lr}", flush=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.1, betas=(0.9, 0.98))
-    streams = LevelStreams(seed, exclude)
-    monitor = synthetic_arithmetic(300, seed=MONITOR_SEED)
-    rng = random.Random(seed)
-    weights = [1.0] * len(LEVELS)
-    started = time.perf_counter()
+class Run:
+    """One model in training: its optimizer, data streams and level weights. `copy.deepcopy` forks it, as
+    `main` does after the base phase: one fork becomes the teacher, the other the student."""
 
-    def report(step: int, loss: float) -> dict[int, float]:
-        accuracy = by_level(monitor, pass_rates(model, tokenizer, monitor))
+    def __init__(self, spec: Spec, tokenizer: PreTrainedTokenizerFast, *, seed: int, exclude: set[str]) -> None:
+        self.name, self.spec, self.tokenizer, self.exclude = spec.name, spec, tokenizer, exclude
+        self.model = build_model(spec, tokenizer, seed)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=spec.lr, weight_decay=0.1, betas=(0.9, 0.98))
+        self.streams = LevelStreams(seed, exclude)
+        self.monitor = synthetic_arithmetic(300, seed=MONITOR_SEED)
+        self.rng = random.Random(seed)
+        self.weights = [1.0] * len(LEVELS)
+        self.steps = 0
+        self.seconds = 0.0
+        self.accuracy: dict[int, float] = {}
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _step(self, levels: list[int]) -> float:
+        self.steps += 1
+        return train_step(self.model, self.tokenizer, self.optimizer, [self.streams.draw(level) for level in levels])
+
+    def _report(self, loss: float, started: float) -> None:
+        """Greedy accuracy on the monitor problems; the levels are re-weighted by what is not learnt yet."""
+        self.accuracy = by_level(self.monitor, pass_rates(self.model, self.tokenizer, self.monitor))
+        self.weights = [1.1 - self.accuracy[level] for level in LEVELS]
         print(
-            f"[{spec.name}] step {step:>5}  loss {loss:.3f}  greedy {fmt_levels(accuracy)}  "
-            f"{time.perf_counter() - started:.0f}s",
+            f"[{self.name}] step {self.steps:>5}  loss {loss:.3f}  greedy {fmt_levels(self.accuracy)}  "
+            f"{self.seconds + time.perf_counter() - started:.0f}s",
             flush=True,
         )
-        return accuracy
 
-    for step in range(spec.steps):
-        cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / spec.steps))
-        for group in optimizer.param_groups:
-            group["lr"] = spec.lr * min(1.0, (step + 1) / spec.warmup) * cosine
-        levels = rng.choices(LEVELS, weights=weights, k=spec.batch)
-        loss = train_step(model, tokenizer, optimizer, [streams.draw(level) for level in levels])
-        if (step + 1) % ADAPT_EVERY == 0 or step + 1 == spec.steps:
-            accuracy = report(step + 1, loss)
-            weights = [1.1 - accuracy[level] for level in LEVELS]
-    extra = 0
-    while spec.until is not None and min(accuracy.values()) < spec.until and extra < spec.extra_steps:
-        for group in optimizer.param_groups:
-            group["lr"] = spec.lr * 0.1
-        for _ in range(ADAPT_EVERY):
-            levels = rng.choices(LEVELS, weights=weights, k=spec.batch)
-            loss = train_step(model, tokenizer, optimizer, [streams.draw(level) for level in levels])
-        extra += ADAPT_EVERY
-        accuracy = report(spec.steps + extra, loss)
-        weights = [1.1 - accuracy[level] for level in LEVELS]
-    special = 0
-    if spec.specialise is not None:
-        phase = spec.specialise
-        print(f"[{spec.name}] specialising: {phase}", flush=True)
-        calibration = [p for p in synthetic_arithmetic(400, seed=CALIBRATION_SEED) if p.prompt not in exclude]
-        for group in optimizer.param_groups:
-            group["lr"] = phase.lr
+    def base(self) -> None:
+        """Warmup, then a cosine decay to lr/10 over `spec.steps`; levels re-weighted every ADAPT_EVERY steps."""
+        spec, started = self.spec, time.perf_counter()
+        params = sum(p.numel() for p in self.model.parameters())
+        print(f"[{self.name}] {params:,} parameters; {spec.steps} steps of {spec.batch}, lr {spec.lr}", flush=True)
+        loss = float("nan")
+        for step in range(spec.steps):
+            cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / spec.steps))
+            self._set_lr(spec.lr * min(1.0, (step + 1) / spec.warmup) * cosine)
+            loss = self._step(self.rng.choices(LEVELS, weights=self.weights, k=spec.batch))
+            if (step + 1) % ADAPT_EVERY == 0 or step + 1 == spec.steps:
+                self._report(loss, started)
+        self.seconds += time.perf_counter() - started
+
+    def until_accurate(self, until: float, max_steps: int) -> None:
+        """Rounds of ADAPT_EVERY steps at lr/10 while a level's monitor accuracy is below `until`."""
+        started, extra, loss = time.perf_counter(), 0, float("nan")
+        self._set_lr(self.spec.lr * 0.1)
+        while min(self.accuracy.values()) < until and extra < max_steps:
+            for _ in range(ADAPT_EVERY):
+                loss = self._step(self.rng.choices(LEVELS, weights=self.weights, k=self.spec.batch))
+            extra += ADAPT_EVERY
+            self._report(loss, started)
+        self.seconds += time.perf_counter() - started
+
+    def specialise(self, phase: Specialise) -> None:
+        """See `Specialise`."""
+        started, special, loss = time.perf_counter(), 0, float("nan")
+        print(f"[{self.name}] specialising: {phase}", flush=True)
+        calibration = [p for p in synthetic_arithmetic(400, seed=CALIBRATION_SEED) if p.prompt not in self.exclude]
+        self._set_lr(phase.lr)
         while special < phase.max_steps:
             for _ in range(phase.round_steps):
-                levels = [
-                    rng.choice((3, 4, 5) if rng.random() < phase.hard_share else (1, 2)) for _ in range(spec.batch)
-                ]
-                loss = train_step(model, tokenizer, optimizer, [streams.draw(level) for level in levels])
+                loss = self._step(
+                    [
+                        self.rng.choice((3, 4, 5) if self.rng.random() < phase.hard_share else (1, 2))
+                        for _ in range(self.spec.batch)
+                    ]
+                )
             special += phase.round_steps
-            rates = pass_rates(model, tokenizer, calibration, samples=8, temperature=DEMO_TEMPERATURE, seed=special)
+            rates = pass_rates(
+                self.model, self.tokenizer, calibration, samples=8, temperature=DEMO_TEMPERATURE, seed=special
+            )
             low, mid, high = spread(rates)
             print(
-                f"[{spec.name}] specialised {special} steps: calibration split near 0 {low:.0%}, between "
+                f"[{self.name}] specialised {special} steps: calibration split near 0 {low:.0%}, between "
                 f"{mid:.0%}, near 1 {high:.0%}",
                 flush=True,
             )
             if low >= phase.near0:
                 break
-        report(spec.steps + extra + special, loss)
-    return model, spec.steps + extra + special
+        self._report(loss, started)
+        self.seconds += time.perf_counter() - started
 
 
 def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, directory: Path) -> None:
@@ -363,6 +370,7 @@ def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, directory:
 class Measured:
     """What the README reports about one trained model."""
 
+    name: str
     spec: Spec
     steps: int
     parameters: int
@@ -375,38 +383,31 @@ class Measured:
 
 
 def measure(
-    model: LlamaForCausalLM,
-    tokenizer: PreTrainedTokenizerFast,
-    spec: Spec,
-    steps: int,
-    seconds: float,
-    directory: Path,
-    pool: Sequence[Problem],
-    heldout: Sequence[Problem],
-    *,
-    sampled: bool,
+    run: Run, directory: Path, pool: Sequence[Problem], heldout: Sequence[Problem], *, sampled: bool
 ) -> Measured:
+    model, tokenizer, name = run.model, run.tokenizer, run.name
     measured = Measured(
-        spec=spec,
-        steps=steps,
+        name=name,
+        spec=run.spec,
+        steps=run.steps,
         parameters=sum(p.numel() for p in model.parameters()),
         megabytes=sum(f.stat().st_size for f in directory.iterdir()) / 2**20,
-        seconds=seconds,
+        seconds=run.seconds,
         pool_greedy=by_level(pool, pass_rates(model, tokenizer, pool)),
         heldout_greedy=by_level(heldout, pass_rates(model, tokenizer, heldout)),
     )
-    print(f"[{spec.name}] greedy, pool:     {fmt_levels(measured.pool_greedy)}", flush=True)
-    print(f"[{spec.name}] greedy, held-out: {fmt_levels(measured.heldout_greedy)}", flush=True)
+    print(f"[{name}] greedy, pool:     {fmt_levels(measured.pool_greedy)}", flush=True)
+    print(f"[{name}] greedy, held-out: {fmt_levels(measured.heldout_greedy)}", flush=True)
     if sampled:
         rates = pass_rates(model, tokenizer, pool, samples=8, temperature=DEMO_TEMPERATURE)
         measured.sampled = by_level(pool, rates)
         measured.sampled_spread = spread(rates)
         low, mid, high = measured.sampled_spread
         print(
-            f"[{spec.name}] sampled pass rate (T={DEMO_TEMPERATURE}, 8 samples), pool: {fmt_levels(measured.sampled)}",
+            f"[{name}] sampled pass rate (T={DEMO_TEMPERATURE}, 8 samples), pool: {fmt_levels(measured.sampled)}",
             flush=True,
         )
-        print(f"[{spec.name}] pool split: p<=1/8 {low:.0%}, between {mid:.0%}, p>=7/8 {high:.0%}", flush=True)
+        print(f"[{name}] pool split: p<=1/8 {low:.0%}, between {mid:.0%}, p>=7/8 {high:.0%}", flush=True)
     return measured
 
 
@@ -416,9 +417,9 @@ def _row(label: str, values: dict[int, float]) -> str:
 
 def readme(teacher: Measured, student: Measured, seed: int, total_seconds: float) -> str:
     low, mid, high = student.sampled_spread or (0.0, 0.0, 0.0)
-    phase = student.spec.specialise
+    phase = STUDENT_SPECIALISE
     specs = "\n".join(
-        f"| {m.spec.name} | {m.spec.hidden} | {m.spec.layers} | {m.spec.heads} | {m.spec.ffn} | "
+        f"| {m.name} | {m.spec.hidden} | {m.spec.layers} | {m.spec.heads} | {m.spec.ffn} | "
         f"{m.parameters:,} | {m.megabytes:.1f} MB | {m.steps} x {m.spec.batch} | {m.spec.lr:g} | "
         f"{m.seconds / 60:.1f} min |"
         for m in (teacher, student)
@@ -440,13 +441,13 @@ on 60 monitor problems each, so the data follows what is not learnt yet.
 |---|---|---|---|---|---|---|---|---|---|
 {specs}
 
-The teacher is trained until accurate on every level (after the schedule, rounds at lr/10 while a level's
-monitor accuracy is below {TEACHER.until:.0%}). The student has the same shape and schedule but never sees a
-problem of `synthetic_arithmetic(2500, seed=0)` (the demo's pool and held-out set); then it specialises
-({phase}): batches mostly from levels 1-2, in rounds, until at least {phase.near0 if phase else 0:.0%} of 400
+Both share one base run ({BASE.steps} steps; it never sees a problem of `synthetic_arithmetic(2500, seed=0)`,
+the demo's pool and held-out set), then fork. The teacher, the oracle, trains on at lr/10 on every problem
+(the demo's included; a level such as 2-digit x digit has only 900), in rounds of {ADAPT_EVERY} steps, while
+a level's monitor accuracy is below {TEACHER_UNTIL:.0%} (at most {TEACHER_EXTRA_STEPS} steps). The student
+specialises ({phase}): batches mostly from levels 1-2, in rounds, until at least {phase.near0:.0%} of 400
 calibration problems have a sampled pass rate <= 1/8. It partly forgets levels 3-5, which distillation then
-brings back quickly, and so starts with pass
-rates spread from 0 to 1.
+brings back quickly, and so starts with pass rates spread from 0 to 1.
 
 ## Measured accuracy
 
@@ -489,16 +490,20 @@ def main() -> None:
     demo = synthetic_arithmetic(DEMO_PROBLEMS, seed=0)
     pool, heldout = demo[:2000], demo[2000:]
 
+    base = Run(BASE, tokenizer, seed=args.seed, exclude={p.prompt for p in demo})
+    base.base()
+    teacher, student = copy.deepcopy(base), base
+    teacher.name, student.name = "teacher", "student"
     results = {}
-    for spec, exclude in ((TEACHER, set()), (STUDENT, {p.prompt for p in demo})):
-        spec_started = time.perf_counter()
-        model, steps = train(spec, tokenizer, seed=args.seed, exclude=exclude)
-        seconds = time.perf_counter() - spec_started
-        directory = args.out / spec.name
-        save(model, tokenizer, directory)
-        results[spec.name] = measure(
-            model, tokenizer, spec, steps, seconds, directory, pool, heldout, sampled=spec is STUDENT
-        )
+    student.specialise(STUDENT_SPECIALISE)
+    save(student.model, tokenizer, args.out / "student")
+    results["student"] = measure(student, args.out / "student", pool, heldout, sampled=True)
+    # The teacher is the oracle: from here on it also trains on the demo's problems (a level such as
+    # 2-digit x digit has only 900 problems, and the base run never saw the demo's share of them).
+    teacher.streams = LevelStreams(args.seed + 1, exclude=set())
+    teacher.until_accurate(TEACHER_UNTIL, TEACHER_EXTRA_STEPS)
+    save(teacher.model, tokenizer, args.out / "teacher")
+    results["teacher"] = measure(teacher, args.out / "teacher", pool, heldout, sampled=False)
     total = time.perf_counter() - started
     (args.out / "README.md").write_text(readme(results["teacher"], results["student"], args.seed, total))
     print(f"wrote {args.out} in {total / 60:.1f} min", flush=True)

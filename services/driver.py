@@ -438,6 +438,8 @@ class Driver:
         self._publish()
         ray.get([w.handle.state.remote() for w in self.workers.values()])  # weights loaded everywhere
         acc_after = self.evaluate()
+        for slot in self.workers.values():  # the dashboard shows the version each worker ended on
+            self.store.set_worker_status(slot.worker_id, {"version": slot.version, "state": "idle"})
         log(f"held-out accuracy after: {acc_after:.3f} (before {acc_before:.3f})")
         sets_after = self.evaluate_sets("after")
         stats = ray.get(self.learner.stats.remote())
