@@ -43,7 +43,7 @@ bench: setup
 	$(PY) -m benchmarks.run
 
 # The embedded default: the whole pipeline on this machine (no GPU, no Redis), output in runs/demo.
-demo: setup
+demo: $(STAMP)
 	$(PY) -m services.driver --config configs/demo.yaml --out runs/demo
 
 clean:

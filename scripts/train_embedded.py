@@ -41,7 +41,7 @@ STOP = "\n"  # ends every answer; generation stops on it (or on </s>, which foll
 MAX_NEW_TOKENS = 8  # the longest answer, "-178\n", is 5 tokens
 LEVELS = (1, 2, 3, 4, 5)
 
-DEMO_TEMPERATURE = 1.5
+DEMO_TEMPERATURE = 1.75
 """`rollout.temperature` of `configs/demo.yaml`: the student's pass rates are measured at it."""
 DEMO_PROBLEMS = 2500
 """`synthetic_arithmetic(DEMO_PROBLEMS, seed=0)` holds the demo's pool (2200, held-out included) and
@@ -50,13 +50,13 @@ DEMO_PROBLEMS = 2500
 
 @dataclass(frozen=True)
 class Specialise:
-    """A last phase on the easy levels 1-2, with `hard_share` of each batch from levels 3-5, at a constant
+    """A last phase on the easy levels 1-2, with a `hard_share` of problems from levels 3-5, at a constant
     `lr`: the model partly forgets the harder levels. What it forgets, distillation can bring back quickly,
     unlike a skill never learnt, which a pool of a few thousand problems does not teach in minutes.
 
-    It runs in rounds of `round_steps` until at least `near0` of the calibration problems
-    (`synthetic_arithmetic(400, seed=CALIBRATION_SEED)`, never a demo problem) have a sampled pass rate
-    <= 1/8 (8 samples at `DEMO_TEMPERATURE`), or `max_steps` have run."""
+    It runs in rounds of `round_steps` until at least `near0` of the calibration problems (the first 400
+    of the demo's pool: the spread is a property of the student on the pool it will be distilled on) have
+    a sampled pass rate <= 1/8 (8 samples at `DEMO_TEMPERATURE`), or `max_steps` have run."""
 
     lr: float
     hard_share: float
@@ -85,12 +85,10 @@ BASE = Spec("base", hidden=96, layers=3, heads=8, ffn=384, steps=4000, batch=128
 """The training both models share; the teacher then trains `until_accurate`, the student `specialise`s."""
 TEACHER_UNTIL = 0.95
 TEACHER_EXTRA_STEPS = 3000
-STUDENT_SPECIALISE = Specialise(lr=1e-3, hard_share=0.05, near0=0.3, round_steps=50, max_steps=400)
+STUDENT_SPECIALISE = Specialise(lr=1e-3, hard_share=0.0, near0=0.28, round_steps=25, max_steps=300)
 ADAPT_EVERY = 300
 """Steps between re-weightings of the levels: each is drawn in proportion to 1.1 - its greedy accuracy on
 the monitor problems, so the data follows what is not learnt yet (level 1 is learnt first, level 5 last)."""
-CALIBRATION_SEED = 2
-"""`synthetic_arithmetic(400, seed=CALIBRATION_SEED)`: what the student's specialisation is measured on."""
 MONITOR_SEED = 1
 """`synthetic_arithmetic(300, seed=MONITOR_SEED)`: 60 problems per level to watch training on and weight
 levels by."""
@@ -266,7 +264,7 @@ class Run:
     `main` does after the base phase: one fork becomes the teacher, the other the student."""
 
     def __init__(self, spec: Spec, tokenizer: PreTrainedTokenizerFast, *, seed: int, exclude: set[str]) -> None:
-        self.name, self.spec, self.tokenizer, self.exclude = spec.name, spec, tokenizer, exclude
+        self.name, self.spec, self.tokenizer, self.exclude, self.seed = spec.name, spec, tokenizer, exclude, seed
         self.model = build_model(spec, tokenizer, seed)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=spec.lr, weight_decay=0.1, betas=(0.9, 0.98))
         self.streams = LevelStreams(seed, exclude)
@@ -320,11 +318,10 @@ class Run:
             self._report(loss, started)
         self.seconds += time.perf_counter() - started
 
-    def specialise(self, phase: Specialise) -> None:
+    def specialise(self, phase: Specialise, calibration: Sequence[Problem]) -> None:
         """See `Specialise`."""
         started, special, loss = time.perf_counter(), 0, float("nan")
         print(f"[{self.name}] specialising: {phase}", flush=True)
-        calibration = [p for p in synthetic_arithmetic(400, seed=CALIBRATION_SEED) if p.prompt not in self.exclude]
         self._set_lr(phase.lr)
         while special < phase.max_steps:
             for _ in range(phase.round_steps):
@@ -445,8 +442,9 @@ Both share one base run ({BASE.steps} steps; it never sees a problem of `synthet
 the demo's pool and held-out set), then fork. The teacher, the oracle, trains on at lr/10 on every problem
 (the demo's included; a level such as 2-digit x digit has only 900), in rounds of {ADAPT_EVERY} steps, while
 a level's monitor accuracy is below {TEACHER_UNTIL:.0%} (at most {TEACHER_EXTRA_STEPS} steps). The student
-specialises ({phase}): batches mostly from levels 1-2, in rounds, until at least {phase.near0:.0%} of 400
-calibration problems have a sampled pass rate <= 1/8. It partly forgets levels 3-5, which distillation then
+specialises at lr {phase.lr:g} on batches from levels 1-2 ({phase.hard_share:.0%} of problems from levels 3-5),
+in rounds of {phase.round_steps} steps, until at least {phase.near0:.0%} of the first 400 pool problems have a
+sampled pass rate <= 1/8 (at most {phase.max_steps} steps). It partly forgets levels 3-5, which distillation then
 brings back quickly, and so starts with pass rates spread from 0 to 1.
 
 ## Measured accuracy
@@ -480,6 +478,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Train the embedded teacher and student (see the module docstring).")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="a file to keep the base run in: loaded if it exists (same seed), else written after training it",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -490,12 +494,21 @@ def main() -> None:
     demo = synthetic_arithmetic(DEMO_PROBLEMS, seed=0)
     pool, heldout = demo[:2000], demo[2000:]
 
-    base = Run(BASE, tokenizer, seed=args.seed, exclude={p.prompt for p in demo})
-    base.base()
+    if args.base is not None and args.base.is_file():
+        base = torch.load(args.base, weights_only=False)  # our own file: the Run object this script saved
+        if base.seed != args.seed:
+            raise SystemExit(f"--base {args.base} holds the base run of seed {base.seed}, not {args.seed}")
+        print(f"[base] loaded from {args.base} ({base.steps} steps, {base.seconds:.0f}s of training)", flush=True)
+        started -= base.seconds  # the total below counts the base run's training time too
+    else:
+        base = Run(BASE, tokenizer, seed=args.seed, exclude={p.prompt for p in demo})
+        base.base()
+        if args.base is not None:
+            torch.save(base, args.base)
     teacher, student = copy.deepcopy(base), base
     teacher.name, student.name = "teacher", "student"
     results = {}
-    student.specialise(STUDENT_SPECIALISE)
+    student.specialise(STUDENT_SPECIALISE, calibration=pool[:400])
     save(student.model, tokenizer, args.out / "student")
     results["student"] = measure(student, args.out / "student", pool, heldout, sampled=True)
     # The teacher is the oracle: from here on it also trains on the demo's problems (a level such as

@@ -476,7 +476,8 @@ class Driver:
         log(
             f"done: {summary['steps']} steps in {wall:.0f} s ({summary['steps_per_min']:.1f}/min), "
             f"accuracy {acc_before:.3f} -> {acc_after:.3f}, learner idle {summary['learner_idle_fraction']:.0%}, "
-            f"rollouts used {summary['rollouts_used']}, dropped stale {summary['rollouts_dropped_stale']}"
+            f"rollouts graded {summary['rollouts_graded']}, trained on {summary['rollouts_used']} "
+            f"(+{summary['teacher_sequences']} teacher sequences), dropped stale {summary['rollouts_dropped_stale']}"
         )
         return summary
 
