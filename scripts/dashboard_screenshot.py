@@ -36,7 +36,10 @@ def main() -> None:
 
     deadline = time.monotonic() + args.timeout
     while True:
-        step = get(f"{base}/api/run").get("step") or 0
+        try:
+            step = get(f"{base}/api/run").get("step") or 0
+        except OSError:  # not serving yet: the run is still starting
+            step = 0
         if step >= args.after_step:
             break
         if time.monotonic() > deadline:
