@@ -479,6 +479,7 @@ class Driver:
             f"rollouts graded {summary['rollouts_graded']}, trained on {summary['rollouts_used']} "
             f"(+{summary['teacher_sequences']} teacher sequences), dropped stale {summary['rollouts_dropped_stale']}"
         )
+        log(f"summary: {self.out / 'summary.json'}; per-step metrics: {self.out / 'metrics.jsonl'}")
         return summary
 
     def _learner_draw(self) -> list:

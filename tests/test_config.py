@@ -33,7 +33,12 @@ def test_reference_config_loads_with_its_unions_resolved():
     assert isinstance(cfg.schedule, TwoStageSchedule)
     assert cfg.schedule.first.kind == "forward_kl" and cfg.schedule.second.kind == "reverse_kl"
     assert isinstance(cfg.scheduler.kernel, BetaKernel)
-    assert cfg.data.train.type == "builtin"
+    assert [(source.type, source.name) for source in cfg.data.train] == [
+        ("builtin", "math_train"),
+        ("builtin", "aime_1983_2023"),
+    ]
+    assert {name: src.name for name, src in cfg.data.eval_sets.items()} == {"aime24": "aime24", "aime25": "aime25"}
+    assert (cfg.pipeline.eval_samples, cfg.pipeline.eval_temperature) == (8, 0.6)
 
 
 def test_minimal_config_gets_defaults(tmp_path):
