@@ -38,6 +38,9 @@ def _run(mode: str, out: Path) -> dict:
             "pipeline.eval_problems=20",
             # Every step on fresh student rollouts (the on-policy stage), where async and sync differ.
             "schedule={type: constant, loss: {kind: reverse_kl}}",
+            # One learner batch per request (16 problems x 4 samples = 64): a larger request is tagged with
+            # the version it started at and goes stale (max_staleness 2) before the learner gets to its end.
+            "pipeline.problems_per_request=16",
         ],
     )
     driver = Driver(cfg, out / mode)
@@ -82,7 +85,8 @@ def run() -> list[dict]:
     publish_ms = _publish_latency_ms()
     return [
         {"name": f"async / sync learner steps per minute (demo config, {STEPS} steps)", "value": ratio,
-         "unit": f"x ({async_['steps_per_min']:.0f} vs {sync['steps_per_min']:.0f} steps/min)",
+         "unit": f"x ({async_['steps_per_min']:.0f} vs {sync['steps_per_min']:.0f} steps/min; async dropped "
+                 f"{async_['rollouts_dropped_stale']} of {async_['rollouts_graded']} graded rollouts as stale)",
          "target": ">= 1.5", "ok": ratio >= 1.5},
         {"name": "learner idle fraction, async (demo config)", "value": idle * 100, "unit": "%",
          "target": "<= 15 %", "ok": idle <= 0.15},

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# A local cluster listens on loopback only: Ray reads this when it is imported, so set it before.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 import ray
 from ray.exceptions import RayActorError
 
@@ -87,6 +90,7 @@ class Driver:
         self.restarts = 0
         self.generated_tokens = 0
         self.rollouts_graded = 0
+        self.rollouts_recorded_only = 0  # warm-up samples and teacher references: graded, never queued
         self.metrics_file = (self.out / "metrics.jsonl").open("a" if resume else "w")
         # What the learner did with graded rollouts, summed from its step results (a learner that dies
         # loses only the step in flight, whose rollouts it had not acknowledged).
@@ -279,13 +283,14 @@ class Driver:
         slot.busy = slot.handle.generate.remote(requests)
         self.store.set_worker_status(slot.worker_id, {"version": slot.version, "state": "generating"})
 
-    def _grade(self, rollouts: list) -> Any:
+    def _grade(self, rollouts: list, queue: bool = True) -> Any:
         verifier = self.verifiers[self._verifier_rr % len(self.verifiers)]
         self._verifier_rr += 1
-        return verifier.grade.remote(rollouts)
+        return verifier.grade.remote(rollouts, queue)
 
     def _absorb_grading(self, summary: dict[str, Any]) -> None:
-        self.rollouts_graded += summary["graded"]
+        self.rollouts_graded += summary["queued"]  # what reached the learner's queue (warm-up is not queued)
+        self.rollouts_recorded_only += summary["graded"] - summary["queued"]
         self.generated_tokens += summary["tokens"]
         if summary["problem_ids"]:
             ids = summary["problem_ids"]
@@ -312,7 +317,7 @@ class Driver:
             for ref in ready:
                 slot = pending_gen.pop(ref)
                 slot.busy = None
-                grading.append(self._grade(ray.get(ref)))
+                grading.append(self._grade(ray.get(ref), queue=False))  # seeds pass rates; not trained on
                 done += 1
             if time.monotonic() - last_log > self.cfg.run.log_every_s:
                 log(f"{role} sampling: {done}/{done + len(chunks) + len(pending_gen)} batches")
@@ -464,6 +469,7 @@ class Driver:
             "learner_tokens_per_s": stats["tokens"] / wall if wall else 0.0,
             "learner_idle_fraction": max(0.0, 1 - stats["busy_s"] / wall) if wall else 0.0,
             "rollouts_graded": self.rollouts_graded,
+            "rollouts_recorded_only": self.rollouts_recorded_only,  # warm-up and teacher samples
             "rollouts_used": self.counts["used"],
             "rollouts_dropped_stale": self.counts["dropped_stale"],
             "rollouts_dropped_offstage": self.counts["dropped_offstage"],

@@ -66,8 +66,9 @@ class Verifier:
         self.grader = Grader(cfg)
         self.reasons: Counter[str] = Counter()
 
-    def grade(self, rollouts: Sequence[Rollout]) -> dict[str, object]:
-        """Grade, record and queue; returns counts and the ids of the problems whose estimates moved."""
+    def grade(self, rollouts: Sequence[Rollout], queue: bool = True) -> dict[str, object]:
+        """Grade, record and (with `queue`) queue for the learner; returns counts and the ids of the problems
+        whose estimates moved. Warm-up samples are recorded only: they seed the pass rates."""
         problems = [self.pool[r.problem.index] for r in rollouts]
         verdicts = self.grader.grade(problems, [r.text for r in rollouts])
         graded = [
@@ -78,7 +79,7 @@ class Verifier:
         student = [g for g in graded if g.rollout.role == "student"]
         teacher = [g for g in graded if g.rollout.role == "teacher"]
         new = self.store.record_outcomes([Outcome.of(g) for g in student]) if student else 0
-        if student:
+        if student and queue:
             self.store.push_graded(student)
         kept_refs = 0
         by_problem: dict[str, list[dict]] = {}
@@ -92,6 +93,7 @@ class Verifier:
             kept_refs += len(refs)
         return {
             "graded": len(graded),
+            "queued": len(student) if queue else 0,
             "recorded": new,
             "correct": sum(g.correct for g in graded),
             "teacher_refs_kept": kept_refs,
