@@ -41,6 +41,8 @@ def _run(mode: str, out: Path) -> dict:
             # One learner batch per request (16 problems x 4 samples = 64): a larger request is tagged with
             # the version it started at and goes stale (max_staleness 2) before the learner gets to its end.
             "pipeline.problems_per_request=16",
+            # Queue at most two learner batches: deeper, and what waits outlives max_staleness (2) and is wasted.
+            "pipeline.max_queued_rollouts=128",
         ],
     )
     driver = Driver(cfg, out / mode)
