@@ -14,6 +14,7 @@ import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -69,7 +70,83 @@ class GenerationStats:
     batches: int = 0
 
 
-class HFRolloutWorker:
+Completion = tuple[list[int], str, list[float] | None]
+"""What a backend's `_run` gives per prompt: completion token ids, finish reason, sampled-token log-probs
+(or None)."""
+
+
+class PoolSampler:
+    """The generation half both rollout backends share: rollouts for requests over the pool, completions for
+    evaluation, and the worker's state. A backend sets `worker_id`, `cfg`, `role`, `tokenizer`, `template`,
+    `chat`, `pool`, `version`, `stats` and `_prompt_cache`, and implements `_run`."""
+
+    worker_id: str
+    cfg: RolloutConfig
+    role: str
+    pool: list[Problem]
+    template: PromptTemplate
+    chat: bool
+    tokenizer: Any
+    version: int
+    stats: GenerationStats
+    _prompt_cache: dict[int, list[int]]
+
+    def _run(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
+        """One completion per prompt, in order; temperature 0 is greedy."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, object]:
+        return {
+            "pid": os.getpid(),
+            "worker_id": self.worker_id,
+            "version": self.version,
+            "tokens": self.stats.tokens,
+            "seconds": self.stats.seconds,
+            "batches": self.stats.batches,
+        }
+
+    def _prompt(self, index: int) -> list[int]:
+        if index not in self._prompt_cache:
+            self._prompt_cache[index] = encode_prompt(self.pool[index], self.template, self.tokenizer, self.chat)
+        return self._prompt_cache[index]
+
+    def generate(self, requests: Sequence[RolloutRequest]) -> list[Rollout]:
+        """`request.n` completions for each request's problem, sampled with the configured settings."""
+        prompts, refs = [], []
+        for req in requests:
+            if not 0 <= req.problem.index < len(self.pool):
+                raise IndexError(f"request {req.request_id}: problem index {req.problem.index} outside the pool")
+            prompts.extend([self._prompt(req.problem.index)] * req.n)
+            refs.extend([req.problem] * req.n)
+        outputs = self._run(prompts, self.cfg.temperature)
+        now = time.time()
+        return [
+            Rollout(
+                rollout_id=f"{self.worker_id}-{uuid.uuid4().hex[:12]}",
+                problem=ref,
+                prompt_ids=prompt,
+                completion_ids=completion,
+                text=self.tokenizer.decode(completion, skip_special_tokens=True),
+                version=self.version,
+                worker_id=self.worker_id,
+                role=self.role,
+                created_at=now,
+                finish_reason=reason,
+                logprobs=logprobs,
+            )
+            for ref, prompt, (completion, reason, logprobs) in zip(refs, prompts, outputs, strict=True)
+        ]
+
+    def complete(self, problems: Sequence[Problem], samples: int = 1, temperature: float | None = None) -> list[str]:
+        """Completion texts for problems outside the pool (evaluation): one greedy completion per problem,
+        or `samples` sampled ones per problem (consecutive) at `temperature` (default: the rollouts')."""
+        prompts = [encode_prompt(p, self.template, self.tokenizer, self.chat) for p in problems]
+        prompts = [prompt for prompt in prompts for _ in range(samples)]
+        completions = self._run(prompts, eval_temperature(samples, temperature, self.cfg.temperature))
+        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _, _ in completions]
+
+
+class HFRolloutWorker(PoolSampler):
     """A student (or teacher) inference engine on transformers `generate`."""
 
     def __init__(
@@ -124,62 +201,12 @@ class HFRolloutWorker:
         self.version = version
         return version
 
-    def state(self) -> dict[str, object]:
-        return {
-            "pid": os.getpid(),
-            "worker_id": self.worker_id,
-            "version": self.version,
-            "tokens": self.stats.tokens,
-            "seconds": self.stats.seconds,
-            "batches": self.stats.batches,
-        }
-
-    # ------------------------------------------------------------------ generation
-
-    def _prompt(self, index: int) -> list[int]:
-        if index not in self._prompt_cache:
-            self._prompt_cache[index] = encode_prompt(self.pool[index], self.template, self.tokenizer, self.chat)
-        return self._prompt_cache[index]
-
-    def generate(self, requests: Sequence[RolloutRequest]) -> list[Rollout]:
-        """`request.n` completions for each request's problem, sampled with the configured settings."""
-        prompts, refs = [], []
-        for req in requests:
-            if not 0 <= req.problem.index < len(self.pool):
-                raise IndexError(f"request {req.request_id}: problem index {req.problem.index} outside the pool")
-            prompts.extend([self._prompt(req.problem.index)] * req.n)
-            refs.extend([req.problem] * req.n)
-        outputs = self._run(prompts, self.cfg.temperature)
-        now = time.time()
-        return [
-            Rollout(
-                rollout_id=f"{self.worker_id}-{uuid.uuid4().hex[:12]}",
-                problem=ref,
-                prompt_ids=prompt,
-                completion_ids=completion,
-                text=self.tokenizer.decode(completion, skip_special_tokens=True),
-                version=self.version,
-                worker_id=self.worker_id,
-                role=self.role,
-                created_at=now,
-                finish_reason=reason,
-            )
-            for ref, prompt, (completion, reason) in zip(refs, prompts, outputs, strict=True)
-        ]
-
-    def complete(self, problems: Sequence[Problem], samples: int = 1, temperature: float | None = None) -> list[str]:
-        """Completion texts for problems outside the pool (evaluation): one greedy completion per problem,
-        or `samples` sampled ones per problem (consecutive) at `temperature` (default: the rollouts')."""
-        prompts = [encode_prompt(p, self.template, self.tokenizer, self.chat) for p in problems]
-        prompts = [prompt for prompt in prompts for _ in range(samples)]
-        completions = self._run(prompts, eval_temperature(samples, temperature, self.cfg.temperature))
-        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _ in completions]
-
-    def _run(self, prompts: list[list[int]], temperature: float) -> list[tuple[list[int], str]]:
-        """(completion ids, finish reason) per prompt, in order; temperature 0 is greedy."""
-        out: list[tuple[list[int], str]] = []
+    def _run(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
+        """(completion ids, finish reason, None: no log-probs) per prompt, in order; temperature 0 is greedy."""
+        out: list[Completion] = []
         for start in range(0, len(prompts), self.cfg.batch_size):
-            out.extend(self._generate_batch(prompts[start : start + self.cfg.batch_size], temperature))
+            batch = self._generate_batch(prompts[start : start + self.cfg.batch_size], temperature)
+            out.extend((completion, reason, None) for completion, reason in batch)
         return out
 
     @torch.no_grad()

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,8 +40,7 @@ from paced_core.config import RolloutConfig
 from paced_core.embedded import resolve_model_path
 from paced_core.tasks import Problem, PromptTemplate
 from services.models import ModelLoadError, check_model, load_tokenizer
-from services.records import Rollout, RolloutRequest
-from services.rollout import GenerationStats, check_state_compatible, encode_prompt, eval_temperature
+from services.rollout import Completion, GenerationStats, PoolSampler, check_state_compatible
 from services.weight_sync import NcclTransport, ObjectStoreTransport, WeightTransportError, make_transport
 
 
@@ -50,7 +48,7 @@ class EngineStartError(RuntimeError):
     """A vLLM engine that did not start; the message names the worker, the model and the cause."""
 
 
-class VLLMRolloutWorker:
+class VLLMRolloutWorker(PoolSampler):
     """A student (or teacher) inference engine on vLLM, updated in place with each published version."""
 
     def __init__(
@@ -205,58 +203,6 @@ class VLLMRolloutWorker:
                 f"{self.transport.name!r} transport"
             )
 
-    def state(self) -> dict[str, object]:
-        return {
-            "pid": os.getpid(),
-            "worker_id": self.worker_id,
-            "version": self.version,
-            "tokens": self.stats.tokens,
-            "seconds": self.stats.seconds,
-            "batches": self.stats.batches,
-        }
-
-    # ------------------------------------------------------------------ generation
-
-    def _prompt(self, index: int) -> list[int]:
-        if index not in self._prompt_cache:
-            self._prompt_cache[index] = encode_prompt(self.pool[index], self.template, self.tokenizer, self.chat)
-        return self._prompt_cache[index]
-
-    def generate(self, requests: Sequence[RolloutRequest]) -> list[Rollout]:
-        """`request.n` completions for each request's problem, sampled with the configured settings."""
-        prompts, refs = [], []
-        for req in requests:
-            if not 0 <= req.problem.index < len(self.pool):
-                raise IndexError(f"request {req.request_id}: problem index {req.problem.index} outside the pool")
-            prompts.extend([self._prompt(req.problem.index)] * req.n)
-            refs.extend([req.problem] * req.n)
-        outputs = self._run(prompts, self.cfg.temperature)
-        now = time.time()
-        return [
-            Rollout(
-                rollout_id=f"{self.worker_id}-{uuid.uuid4().hex[:12]}",
-                problem=ref,
-                prompt_ids=prompt,
-                completion_ids=completion,
-                text=self.tokenizer.decode(completion, skip_special_tokens=True),
-                version=self.version,
-                worker_id=self.worker_id,
-                role=self.role,
-                created_at=now,
-                finish_reason=reason,
-                **({"logprobs": logprobs} if self.logprobs else {}),
-            )
-            for ref, prompt, (completion, reason, logprobs) in zip(refs, prompts, outputs, strict=True)
-        ]
-
-    def complete(self, problems: Sequence[Problem], samples: int = 1, temperature: float | None = None) -> list[str]:
-        """Completion texts for problems outside the pool (evaluation): one greedy completion per problem,
-        or `samples` sampled ones per problem (consecutive) at `temperature` (default: the rollouts')."""
-        prompts = [encode_prompt(p, self.template, self.tokenizer, self.chat) for p in problems]
-        prompts = [prompt for prompt in prompts for _ in range(samples)]
-        completions = self._run(prompts, eval_temperature(samples, temperature, self.cfg.temperature))
-        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _, _ in completions]
-
     def _sampling(self, temperature: float):
         from vllm import SamplingParams
 
@@ -278,7 +224,7 @@ class VLLMRolloutWorker:
             **common,
         )
 
-    def _run(self, prompts: list[list[int]], temperature: float) -> list[tuple[list[int], str, list[float] | None]]:
+    def _run(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
         """(completion ids, finish reason, sampled-token log-probs or None) per prompt, in order."""
         started = time.perf_counter()
         outputs = self.llm.generate(
