@@ -61,8 +61,10 @@ class TeacherConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # Self-distillation teacher prompt: the problem plus its reference answer (privileged context).
     privileged_context: bool = False
-    # How the teacher is reached: colocated with the learner (full logits) or remote (top-k log-probs).
-    serving: Literal["colocated", "remote_topk"] = "colocated"
+    # What the loss sees of the teacher: its full logits (exact over the vocabulary), or only its top-k
+    # log-probs plus one tail bucket, which is what a served teacher (vLLM's `logprobs=k`) returns. The
+    # learner loads the teacher either way; `topk` reduces its logits to that view before the loss.
+    logits: Literal["full", "topk"] = "full"
     topk: int = Field(default=64, ge=1)
     # Teacher references for stages trained on teacher sequences: generated before training by a
     # teacher rollout worker, verified, and only the correct ones kept.
@@ -377,8 +379,6 @@ class PacedConfig(Section):
                 f"schedule.switch_step ({switch}) must be below learner.steps "
                 f"({self.learner.steps}), or the second stage never runs"
             )
-        if self.teacher.path is None and self.teacher.serving == "remote_topk":
-            raise ValueError("teacher.serving 'remote_topk' needs teacher.path (a served teacher)")
         if self.rollout.backend == "vllm":
             for section in ("student", "teacher"):
                 if getattr(self, section).gguf_file is not None:

@@ -4,7 +4,9 @@ Every divergence has the form
 
     fn(student_logits, teacher_logits, mask=None, *, chunk_size=128, ...) -> Tensor[..., T]
 
-with logits of shape [..., T, V] (any float dtype, finite) and mask [..., T]. The result is float32
+with logits of shape [..., T, V] (any float dtype; finite, or -inf for vocabulary entries a side
+excludes, which then have probability 0 and contribute 0 where both sides exclude them; NaN and +inf
+are not allowed) and mask [..., T]. The result is float32
 (float64 for float64 logits), one value per token, and exactly 0 where mask == 0. With
 P_S = softmax(student) and P_T = softmax(teacher):
 
@@ -30,7 +32,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 DEFAULT_CHUNK = 128
 
@@ -43,12 +44,19 @@ Kernel = Callable[
 ]
 
 
+def _log_ratio(p_a: torch.Tensor, logp_a: torch.Tensor, logp_b: torch.Tensor) -> torch.Tensor:
+    """log P_a - log P_b where P_a > 0, else 0: the convention 0 log(0/x) = 0, so entries P_a excludes
+    (-inf logits, or mass that underflows) give 0 rather than NaN from -inf - -inf or 0 * inf."""
+    return torch.where(p_a > 0, logp_a - logp_b, 0.0)
+
+
 def _fkl_kernel(logp_s, logp_t, need_s, need_t):
     p_t = logp_t.exp()
+    log_ratio = _log_ratio(p_t, logp_t, logp_s)
     if not (need_s or need_t):
-        return (p_t * (logp_t - logp_s)).sum(-1), None, None
+        return (p_t * log_ratio).sum(-1), None, None
     # df/dP_S = -P_T / P_S, so P_S * df/dP_S = -P_T; df/dP_T = log P_T - log P_S + 1.
-    g_t = p_t * (logp_t - logp_s + 1) if need_t else None
+    g_t = p_t * (log_ratio + 1) if need_t else None
     g_s = p_t.neg_() if need_s else None
     return None, g_s, g_t
 
@@ -71,7 +79,7 @@ def _jsd_kernel(beta: float) -> Kernel:
     def kernel(logp_s, logp_t, need_s, need_t):
         p_s, p_t = logp_s.exp(), logp_t.exp()
         logm = _log_mixture(logp_t, logp_s, beta)
-        d_t, d_s = logp_t - logm, logp_s - logm
+        d_t, d_s = _log_ratio(p_t, logp_t, logm), _log_ratio(p_s, logp_s, logm)
         if not (need_s or need_t):
             return beta * (p_t * d_t).sum(-1) + (1 - beta) * (p_s * d_s).sum(-1), None, None
         # df/dP_S = (1 - beta)(log P_S - log M); df/dP_T = beta (log P_T - log M).
@@ -85,15 +93,18 @@ def _jsd_kernel(beta: float) -> Kernel:
 def akl_ratios(logp_s: torch.Tensor, logp_t: torch.Tensor, mu: float) -> tuple[torch.Tensor, torch.Tensor]:
     """AKL's per-token mixing ratios (r_head, r_tail), computed without gradient.
 
-    Sort P_T descending; the head is the positions whose cumulative teacher mass is <= mu (the top-1
-    always included), the tail the rest. g_head = sum_head |P_T - P_S|, g_tail = sum_tail |P_T - P_S|
+    Sort P_T descending (stable, so ties keep vocabulary order); the head is the positions whose
+    cumulative teacher mass is <= mu (the top-1 always included), the tail the rest. The cumulative
+    mass is summed in float64 and taken relative to its own total, so mu = 1 makes every position head
+    whatever the rounding of the probabilities. g_head = sum_head |P_T - P_S|, g_tail = sum_tail |P_T - P_S|
     (P_S taken in the same sorted order), r_head = g_head / (g_head + g_tail), r_tail = 1 - r_head.
     Identical distributions (g = 0) give r = (1/2, 1/2); both KLs are 0 there anyway.
     """
     with torch.no_grad():
-        p_t_sorted, order = logp_t.exp().sort(dim=-1, descending=True)
+        p_t_sorted, order = logp_t.exp().sort(dim=-1, descending=True, stable=True)
         p_s_sorted = logp_s.exp().gather(-1, order)
-        head = p_t_sorted.cumsum(-1) <= mu
+        mass = p_t_sorted.double().cumsum(-1)
+        head = mass <= mu * mass[..., -1:]
         head[..., 0] = True
         gap = (p_t_sorted - p_s_sorted).abs()
         g_head = (gap * head).sum(-1)
@@ -207,8 +218,7 @@ def jsd(
 
     beta = 0 and beta = 1 give 0 (M equals the distribution being compared); beta = 0.5 is symmetric.
     """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"jsd beta must lie in [0, 1]; got {beta}")
+    _check_beta(beta)
     return _divergence(_jsd_kernel(beta), student_logits, teacher_logits, mask, chunk_size)
 
 
@@ -219,8 +229,7 @@ def akl(
 
     The ratios are constants for the gradient. Sorting costs O(V log V) per token.
     """
-    if not 0.0 < mu <= 1.0:
-        raise ValueError(f"akl mu must lie in (0, 1]; got {mu}")
+    _check_mu(mu)
     return _divergence(_akl_kernel(mu), student_logits, teacher_logits, mask, chunk_size)
 
 
@@ -233,30 +242,102 @@ DIVERGENCES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def _check_beta(beta: float) -> None:
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"jsd beta must lie in [0, 1]; got {beta}")
+
+
+def _check_mu(mu: float) -> None:
+    if not 0.0 < mu <= 1.0:
+        raise ValueError(f"akl mu must lie in (0, 1]; got {mu}")
+
+
 def _kernel_for(kind: str, beta: float, mu: float) -> Kernel:
     if kind == "forward_kl":
         return _fkl_kernel
     if kind == "reverse_kl":
         return _rkl_kernel
     if kind == "jsd":
+        _check_beta(beta)
         return _jsd_kernel(beta)
     if kind == "akl":
+        _check_mu(mu)
         return _akl_kernel(mu)
     raise ValueError(f"unknown divergence {kind!r}; expected one of {sorted(DIVERGENCES)}")
 
 
 def topk_logprobs(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A remote teacher's view of its logits: (top-k token ids, their log-probs), each [..., T, k]."""
-    logp = F.log_softmax(logits.float(), dim=-1)
+    """A served teacher's view of its logits: (top-k token ids, their log-probs), each [..., T, k];
+    log-probs in float32 (float64 for float64 logits)."""
+    logp = F.log_softmax(_upcast(logits), dim=-1)
     values, ids = logp.topk(k, dim=-1)
     return ids, values
 
 
-def _bucket_logprobs(logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Collapse [C, V] log-probs to [C, k + 1]: the k given ids, then one bucket for the rest."""
-    top = logp.gather(-1, ids)
-    tail = torch.log1p(-top.exp().sum(-1).clamp(max=1.0 - 1e-7))
-    return torch.cat([top, tail[:, None]], dim=-1)
+def _student_buckets(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Student log-probs [C, V] logits -> [C, k + 1]: the k teacher ids, then one bucket for the rest.
+
+    The tail is computed exactly, log sum_{v not in ids} P_S(v), by a logsumexp over the logits with the
+    k ids excluded, so it keeps its gradient however small it is."""
+    log_norm = logits.logsumexp(-1, keepdim=True)
+    top = logits.gather(-1, ids) - log_norm
+    tail = logits.scatter(-1, ids, -math.inf).logsumexp(-1, keepdim=True) - log_norm
+    return torch.cat([top, tail], dim=-1)
+
+
+def _teacher_buckets(topk_logprobs: torch.Tensor, eps: float) -> torch.Tensor:
+    """Teacher top-k log-probs [C, k] -> [C, k + 1], the tail bucket holding 1 - sum(top-k probs).
+
+    The tail is floored at k * eps (eps: the machine epsilon of the dtype the log-probs arrived in),
+    the rounding error of the top-k mass itself: a served teacher's top-k can sum to 1 or more in its
+    own precision, and an empty tail would make reverse KL infinite for any student with tail mass.
+    The k + 1 buckets are then renormalised to sum to exactly 1."""
+    k = topk_logprobs.shape[-1]
+    tail = (1.0 - topk_logprobs.exp().sum(-1, keepdim=True)).clamp_min(k * eps).log()
+    buckets = torch.cat([topk_logprobs, tail], dim=-1)
+    return buckets - buckets.logsumexp(-1, keepdim=True)
+
+
+class _ChunkedTopk(torch.autograd.Function):
+    """Per-token top-k divergence over the selected rows of [N, V] student logits.
+
+    Like `_ChunkedDivergence`, each chunk is computed without a graph in forward and recomputed in
+    backward, where its gradient is written into one preallocated tensor: peak memory is the gradient
+    plus O(chunk x V)."""
+
+    @staticmethod
+    def forward(ctx, s, t_logp, ids, rows, kernel, chunk):
+        out = torch.zeros(s.shape[0], dtype=_upcast(s[:0]).dtype, device=s.device)
+        for idx in _chunks(s.shape[0], rows, chunk):
+            out[idx] = _ChunkedTopk._value(s[idx], t_logp[idx], ids[idx], kernel)
+        ctx.save_for_backward(s, t_logp, ids, rows)
+        ctx.kernel, ctx.chunk = kernel, chunk
+        return out
+
+    @staticmethod
+    def _value(s_rows, t_rows, ids, kernel):
+        logp_s = _student_buckets(_upcast(s_rows), ids)
+        logp_t = _teacher_buckets(_upcast(t_rows), torch.finfo(t_rows.dtype).eps)
+        return kernel(logp_s, logp_t, False, False)[0]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        s, t_logp, ids, rows = ctx.saved_tensors
+        need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_s = (torch.empty_like(s) if rows is None else torch.zeros_like(s)) if need_s else None
+        grad_t = (torch.empty_like(t_logp) if rows is None else torch.zeros_like(t_logp)) if need_t else None
+        for idx in _chunks(s.shape[0], rows, ctx.chunk):
+            with torch.enable_grad():
+                s_rows = s[idx].detach().requires_grad_(need_s)
+                t_rows = t_logp[idx].detach().requires_grad_(need_t)
+                value = _ChunkedTopk._value(s_rows, t_rows, ids[idx], ctx.kernel)
+                inputs = [x for x, need in ((s_rows, need_s), (t_rows, need_t)) if need]
+                grads = iter(torch.autograd.grad(value, inputs, grad_out[idx].to(value.dtype)))
+            if need_s:
+                grad_s[idx] = next(grads).to(grad_s.dtype)
+            if need_t:
+                grad_t[idx] = next(grads).to(grad_t.dtype)
+        return grad_s, grad_t, None, None, None, None
 
 
 def topk_divergence(
@@ -268,15 +349,17 @@ def topk_divergence(
     kind: DivergenceKind = "forward_kl",
     beta: float = 0.5,
     mu: float = 0.5,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: int | None = DEFAULT_CHUNK,
 ) -> torch.Tensor:
-    """A divergence against a teacher known only by its top-k log-probs (a teacher served remotely).
+    """A divergence against a teacher known only by its top-k log-probs (what a served teacher returns).
 
     Both distributions are collapsed onto the same k + 1 buckets: the teacher's k token ids and one
-    tail bucket holding the remaining mass, 1 - sum(top-k probs), for teacher and student alike. The
-    chosen divergence is then exact over those buckets. Equals the full-vocabulary divergence when
-    the teacher's mass outside its top-k is 0 and the student's is too. Each chunk is recomputed in
-    backward (activation checkpointing), so memory stays O(chunk_size x V).
+    tail bucket holding the remaining mass, 1 - sum(top-k probs) for the teacher (floored at k times
+    its dtype's epsilon, see `_teacher_buckets`) and the exact remaining mass for the student. The chosen divergence is then exact over those buckets, and it
+    equals the full-vocabulary divergence when both distributions put all their mass on the top-k ids
+    (up to that floor).
+    Chunked like the full divergences: memory is the gradient plus O(chunk_size x V). The teacher's
+    ids must be distinct within each token (a repeated id would count its mass twice).
     """
     lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
     k = teacher_topk_ids.shape[-1]
@@ -285,32 +368,23 @@ def topk_divergence(
             f"teacher top-k ids {tuple(teacher_topk_ids.shape)} and log-probs "
             f"{tuple(teacher_topk_logprobs.shape)} must both be [..., T, k] matching logits {tuple(lead)}"
         )
-    if k >= vocab:
-        raise ValueError(f"top-k needs k < vocab size; got k={k}, V={vocab}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
-    kernel = _kernel_for(kind, beta, mu)
-
-    def chunk_loss(s_rows: torch.Tensor, ids: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
-        logp_s = _bucket_logprobs(F.log_softmax(s_rows.float(), dim=-1), ids)
-        logp_t = _bucket_logprobs(t_logp.float(), torch.arange(k, device=ids.device).expand_as(ids))
-        # The kernels' values are differentiable functions of the log-probs; autograd does the rest.
-        return kernel(logp_s, logp_t, False, False)[0]
-
+    if not 1 <= k < vocab:
+        raise ValueError(f"top-k needs 1 <= k < vocab size; got k={k}, V={vocab}")
+    if mask is not None and mask.shape != lead:
+        raise ValueError(f"mask shape {tuple(mask.shape)} must equal the logits' leading shape {tuple(lead)}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None; got {chunk_size}")
+    ids = teacher_topk_ids.reshape(-1, k).long()
+    if ids.numel() and (ids.min() < 0 or ids.max() >= vocab):
+        raise ValueError(f"teacher top-k ids must lie in [0, {vocab}); got {int(ids.min())}..{int(ids.max())}")
+    if k > 1 and (ids.sort(-1).values.diff(dim=-1) == 0).any():
+        raise ValueError("teacher top-k ids repeat within a token; each token needs k distinct ids")
     s = student_logits.reshape(-1, vocab)
-    ids = teacher_topk_ids.reshape(-1, k)
     t_logp = teacher_topk_logprobs.reshape(-1, k)
-    rows = (
-        torch.arange(s.shape[0], device=s.device)
-        if mask is None
-        else mask.reshape(-1).nonzero().squeeze(-1)
-    )
-    pieces = torch.zeros(s.shape[0], dtype=torch.float32, device=s.device)
-    for start in range(0, rows.numel(), chunk_size):
-        idx = rows[start : start + chunk_size]
-        value = checkpoint(chunk_loss, s[idx], ids[idx], t_logp[idx], use_reentrant=False)
-        pieces = pieces.index_put((idx,), value)
-    return pieces.reshape(lead)
+    rows = None if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
+    chunk = max(1, s.shape[0]) if chunk_size is None else chunk_size
+    kernel = _kernel_for(kind, beta, mu)
+    return _ChunkedTopk.apply(s, t_logp, ids, rows, kernel, chunk).reshape(lead)
 
 
 ReduceMode = Literal["sample", "loss"]

@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_file
 
 from paced_core.config import PacedConfig
-from paced_core.losses import DIVERGENCES, reduce
+from paced_core.losses import DIVERGENCES, reduce, topk_divergence, topk_logprobs
 from paced_core.schedule import LossSchedule
 from paced_core.tasks import Problem, get_template
 from services.models import load_model, load_tokenizer, pick_device
@@ -94,6 +94,8 @@ class Learner:
                 f"student ({vs}) and teacher ({vt}) output vocabularies do not cover the tokenizer's "
                 f"{len(self.tokenizer)} tokens: are they from the same model family?"
             )
+        if cfg.teacher.logits == "topk" and cfg.teacher.topk >= self.vocab:
+            raise ValueError(f"teacher.topk ({cfg.teacher.topk}) must be below the vocabulary size ({self.vocab})")
         self.template = get_template(cfg.data.template)
         self.teacher_template = get_template("privileged_context") if cfg.teacher.privileged_context else self.template
         self.schedule = LossSchedule(cfg.schedule, lc.steps)
@@ -253,9 +255,16 @@ class Learner:
             teacher_logits = self._completion_logits(self.teacher, [s.teacher_prompt for s in seqs], completions)
         student_logits = self._completion_logits(self.student, [s.student_prompt for s in seqs], completions)
         kwargs = {"beta": spec.beta} if spec.kind == "jsd" else {"mu": spec.mu} if spec.kind == "akl" else {}
-        per_token = DIVERGENCES[spec.kind](
-            student_logits, teacher_logits, mask, chunk_size=self.cfg.learner.chunk_size, **kwargs
-        )
+        chunk = self.cfg.learner.chunk_size
+        if self.cfg.teacher.logits == "topk":
+            # The view a served teacher gives: its top-k log-probs, the rest in one tail bucket.
+            ids, logprobs = topk_logprobs(teacher_logits, self.cfg.teacher.topk)
+            del teacher_logits
+            per_token = topk_divergence(
+                student_logits, ids, logprobs, mask, kind=spec.kind, chunk_size=chunk, **kwargs
+            )
+        else:
+            per_token = DIVERGENCES[spec.kind](student_logits, teacher_logits, mask, chunk_size=chunk, **kwargs)
         p_hat = np.array([e.p_hat for e in self.store.estimates([s.problem_id for s in seqs])])
         weights = torch.as_tensor(self.kernel(p_hat), dtype=torch.float32, device=self.device)
         mode = self.cfg.scheduler.weighting

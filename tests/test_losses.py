@@ -23,7 +23,7 @@ def ref_kl(p_logits, q_logits):
     """KL(P || Q) per token, float64, straight from sum_v P (log P - log Q)."""
     logp = torch.log_softmax(p_logits.double(), -1)
     logq = torch.log_softmax(q_logits.double(), -1)
-    return (logp.exp() * (logp - logq)).sum(-1)
+    return torch.where(logp.exp() > 0, logp.exp() * (logp - logq), 0.0).sum(-1)  # 0 log(0/q) = 0
 
 
 def ref_jsd(s, t, beta):
@@ -205,7 +205,7 @@ def test_topk_equals_full_divergence_when_teacher_mass_is_inside_top_k(kind):
     t = torch.full((2, 3, vocab), -1e4)
     t[..., :k] = torch.randn(2, 3, k)  # all teacher mass on ids 0..3
     s = torch.randn(2, 3, vocab)
-    s[..., k:] = -1e4  # and all student mass too
+    s[..., k:] = -30  # and all but ~1e-13 of the student's (the teacher's tail is floored at k * eps)
     ids, logp = topk_logprobs(t, k)
     full = {"forward_kl": forward_kl, "reverse_kl": reverse_kl, "jsd": jsd, "akl": akl}[kind](s, t)
     torch.testing.assert_close(topk_divergence(s, ids, logp, kind=kind), full, atol=1e-5, rtol=1e-4)
@@ -267,3 +267,106 @@ def test_reduce_rejects_bad_weights_and_modes():
         reduce(per_token, mask, torch.ones(3), mode="loss")
     with pytest.raises(ValueError, match="unknown reduce mode"):
         reduce(per_token, mask, mode="mean")
+
+
+def ref_bucketed(s, ids, t_logp, kind, beta=0.5, mu=0.5):
+    """A top-k divergence from its definition, float64: collapse both distributions onto the teacher's
+    k ids plus one tail bucket, then apply the full divergence's reference to the k + 1 buckets."""
+    ps = torch.softmax(s.double(), -1)
+    bs = torch.cat([ps.gather(-1, ids), 1 - ps.gather(-1, ids).sum(-1, keepdim=True)], -1)
+    pt = t_logp.double().exp()
+    bt = torch.cat([pt, 1 - pt.sum(-1, keepdim=True)], -1)
+    ls, lt = bs.log(), bt.log()  # log-probs are logits of the same distributions
+    if kind == "forward_kl":
+        return ref_kl(lt, ls)
+    if kind == "reverse_kl":
+        return ref_kl(ls, lt)
+    if kind == "jsd":
+        return ref_jsd(ls, lt, beta)
+    return ref_akl(ls, lt, mu)
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd", "akl"])
+def test_topk_matches_bucketed_reference_with_mass_outside_top_k(kind):
+    vocab, k = 16, 4
+    s, t = torch.randn(2, 3, vocab) * 2, torch.randn(2, 3, vocab) * 2
+    ids, logp = topk_logprobs(t, k)
+    got = topk_divergence(s, ids, logp, kind=kind, beta=0.3, mu=0.6, chunk_size=2)
+    expected = ref_bucketed(s, ids, logp, kind, beta=0.3, mu=0.6)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+def test_topk_gradients_pass_gradcheck_for_student_and_teacher(kind):
+    vocab, k = 7, 3
+    s = torch.randn(2, 3, vocab, dtype=torch.float64, requires_grad=True)
+    ids, logp = topk_logprobs(torch.randn(2, 3, vocab, dtype=torch.float64), k)
+    logp = logp.double().requires_grad_()
+    mask = torch.tensor([[1, 0, 1], [1, 1, 0]])
+
+    def fn(s, logp):
+        return topk_divergence(s, ids, logp, mask, kind=kind, chunk_size=2)
+
+    assert torch.autograd.gradcheck(fn, (s, logp))
+
+
+def test_topk_keeps_the_student_tail_gradient_when_the_tail_is_tiny():
+    """The student's tail bucket is exact (no floor): pushing tail mass down still has a gradient."""
+    vocab, k = 10, 3
+    t = torch.full((1, 1, vocab), -50.0, dtype=torch.float64)
+    t[..., :k] = torch.tensor([2.0, 1.0, 0.0])
+    s = t.clone()
+    s[..., k:] = -20.0  # student tail ~1e-9, far below the 1e-7 floor an earlier version applied
+    s.requires_grad_()
+    ids, logp = topk_logprobs(t, k)
+    topk_divergence(s, ids, logp, kind="reverse_kl").sum().backward()
+    assert (s.grad[..., k:] > 0).all()  # descent lowers the tail logits further
+
+
+def test_topk_rejects_bad_inputs_naming_them():
+    s = torch.randn(1, 2, 8)
+    ids, logp = topk_logprobs(torch.randn(1, 2, 8), 3)
+    with pytest.raises(ValueError, match="repeat"):
+        topk_divergence(s, torch.zeros_like(ids), logp)
+    with pytest.raises(ValueError, match=r"\[0, 8\)"):
+        topk_divergence(s, ids + 8, logp)
+    with pytest.raises(ValueError, match="beta"):
+        topk_divergence(s, ids, logp, kind="jsd", beta=3.0)
+    with pytest.raises(ValueError, match="mu"):
+        topk_divergence(s, ids, logp, kind="akl", mu=0.0)
+    with pytest.raises(ValueError, match="mask shape"):
+        topk_divergence(s, ids, logp, torch.ones(1, 3))
+    torch.testing.assert_close(
+        topk_divergence(s, ids, logp, chunk_size=None), topk_divergence(s, ids, logp, chunk_size=1)
+    )
+
+
+@pytest.mark.parametrize("fn", [forward_kl, reverse_kl, jsd, akl], ids=["fkl", "rkl", "jsd", "akl"])
+def test_vocabulary_entries_both_sides_exclude_contribute_nothing(fn):
+    """-inf logits on the same entries (a padded or banned vocabulary) give the divergence over the rest,
+    with finite gradients, not NaN."""
+    s, t = torch.randn(2, 3, 9), torch.randn(2, 3, 9)
+    s_pad, t_pad = s.clone(), t.clone()
+    s_pad[..., 6:] = -torch.inf
+    t_pad[..., 6:] = -torch.inf
+    s_pad.requires_grad_()
+    got = fn(s_pad, t_pad)
+    torch.testing.assert_close(got, fn(s[..., :6], t[..., :6]))
+    got.sum().backward()
+    assert torch.isfinite(s_pad.grad).all() and (s_pad.grad[..., 6:] == 0).all()
+
+
+def test_teacher_only_exclusions_give_finite_forward_kl_and_jsd():
+    s, t = torch.randn(2, 3, 9), torch.randn(2, 3, 9)
+    t[..., 7:] = -torch.inf  # the teacher rules two tokens out; the student does not
+    torch.testing.assert_close(forward_kl(s, t).double(), ref_kl(t, s), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(jsd(s, t).double(), ref_jsd(s, t, 0.5), rtol=1e-5, atol=1e-6)
+    assert torch.isinf(reverse_kl(s, t)).all()  # the student puts mass where the teacher has none
+
+
+def test_akl_with_mu_one_is_forward_kl_at_a_large_vocabulary():
+    """mu = 1 puts every position in the head even when float32 probabilities sum past 1."""
+    s, t = torch.randn(4, 32_000) * 3, torch.randn(4, 32_000) * 3
+    r_head, _ = akl_ratios(torch.log_softmax(s, -1), torch.log_softmax(t, -1), 1.0)
+    assert (r_head == 1).all()
+    torch.testing.assert_close(akl(s, t, mu=1.0), forward_kl(s, t))

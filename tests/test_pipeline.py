@@ -223,3 +223,17 @@ def test_a_refused_weight_update_stops_the_run_naming_the_worker(ray_cluster, tm
         assert ray.get(slot.handle.state.remote())["version"] == driver.weights_version
     finally:
         driver.close()
+
+
+def test_a_top_k_teacher_view_trains_and_a_k_past_the_vocabulary_is_refused(ray_cluster, tmp_path, tiny_models):
+    """teacher.logits: topk runs the same graph with the loss on the teacher's top-k log-probs."""
+    cfg = small_config(
+        tiny_models, "graph-topk", **{"pipeline.mode": "sync", "teacher.logits": "topk", "teacher.topk": "8"}
+    )
+    summary = run_driver(cfg, tmp_path / "topk")
+    assert summary["steps"] == 6
+    losses = [r["loss"] for r in read_steps(tmp_path / "topk") if r.get("trained")]
+    assert losses and all(0 < loss < float("inf") for loss in losses), losses
+    too_big = small_config(tiny_models, "graph-topk-big", **{"teacher.logits": "topk", "teacher.topk": "100000"})
+    with pytest.raises(Exception, match=r"teacher.topk \(100000\) must be below the vocabulary size"):
+        run_driver(too_big, tmp_path / "big")
