@@ -355,11 +355,11 @@ def topk_divergence(
 
     Both distributions are collapsed onto the same k + 1 buckets: the teacher's k token ids and one
     tail bucket holding the remaining mass, 1 - sum(top-k probs) for the teacher (floored at k times
-    its dtype's epsilon, see `_teacher_buckets`) and the exact remaining mass for the student. The chosen divergence is then exact over those buckets, and it
-    equals the full-vocabulary divergence when both distributions put all their mass on the top-k ids
-    (up to that floor).
-    Chunked like the full divergences: memory is the gradient plus O(chunk_size x V). The teacher's
-    ids must be distinct within each token (a repeated id would count its mass twice).
+    its dtype's epsilon, see `_teacher_buckets`) and the exact remaining mass for the student. The
+    chosen divergence is then exact over those buckets, and it equals the full-vocabulary divergence
+    when both distributions put all their mass on the top-k ids (up to that floor). Chunked like the
+    full divergences: memory is the gradient plus O(chunk_size x V). The teacher's ids must be
+    distinct within each token (a repeated id would count its mass twice).
     """
     lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
     k = teacher_topk_ids.shape[-1]
