@@ -82,16 +82,35 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _BOX_TOKEN = re.compile(r"[^\s$]+")
 # An escaped character (e.g. \{ in a set) never opens or closes a group.
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
+# The value runs to the end of the line (stripped afterwards): no lazy group before a `$`, which would
+# backtrack quadratically on a long line of spaces.
 _ANSWER_LINE = re.compile(
-    r"^[ \t*_#>]*(?:final[ \t]+)?answer[ \t*_]*:[ \t*_$]*(?P<value>.+?)[ \t]*$",
+    r"^[ \t*_#>]*(?:final[ \t]+)?answer[ \t*_]*:[ \t*_$]*(?P<value>[^\n]*)$",
     re.IGNORECASE | re.MULTILINE,
 )
-_FINAL_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
+# Thousands groups only when a full group of three follows each comma ("1,0000" is not 10,000).
+_FINAL_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?![\d,])|\d+|(?=\.\d))(?:\.\d+)?(?:/\d+)?")
+# Minus signs a model may write instead of ASCII "-": U+2212 (minus), U+2013 (en dash), U+FE63, U+FF0D.
+_MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-", "\ufe63": "-", "\uff0d": "-"})
 
 
-def _box_content(text: str, start: int, command: str) -> str | None:
-    """The argument of the box command at `text[start:]`: a balanced `{...}` group, or the token after a
-    space (`\\boxed 5`). None if the box is malformed or empty (e.g. a response cut off mid-box)."""
+def _closing_braces(text: str) -> dict[int, int]:
+    """For each `{` in `text` that is closed, the position of its matching `}`; one pass, so finding every
+    box of a response is linear in its length however many boxes are left unclosed."""
+    closing: dict[int, int] = {}
+    opened: list[int] = []
+    for token in _BRACE_OR_ESCAPE.finditer(text):
+        if token.group() == "{":
+            opened.append(token.start())
+        elif token.group() == "}" and opened:
+            closing[opened.pop()] = token.start()
+    return closing
+
+
+def _box_content(text: str, start: int, command: str, closing: dict[int, int]) -> str | None:
+    """The argument of the box command at `text[start:]`: a balanced `{...}` group (its end from
+    `closing`, see `_closing_braces`), or the token after a space (`\\boxed 5`). None if the box is
+    malformed or empty (e.g. a response cut off mid-box)."""
     i = start + len(command)
     if i < len(text) and text[i].isalpha():
         return None  # a longer command name, e.g. \boxedx
@@ -104,25 +123,21 @@ def _box_content(text: str, start: int, command: str) -> str | None:
             return None
         token = _BOX_TOKEN.match(text, i)
         return token.group() if token else None
-    depth = 0
-    for token in _BRACE_OR_ESCAPE.finditer(text, i):
-        if token.group() == "{":
-            depth += 1
-        elif token.group() == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : token.start()].strip() or None
-    return None
+    end = closing.get(i)
+    return None if end is None else (text[i + 1 : end].strip() or None)
 
 
 def _last_boxed(text: str) -> str | None:
     """The content of the last well-formed `\\boxed{...}`, `\\boxed X` or `\\fbox{...}` in `text`."""
     end = len(text)
+    closing: dict[int, int] | None = None
     while True:
         start, command = max((text.rfind(command, 0, end), command) for command in _BOX_COMMANDS)
         if start < 0:
             return None
-        content = _box_content(text, start, command)
+        if closing is None:
+            closing = _closing_braces(text)
+        content = _box_content(text, start, command, closing)
         if content is not None:
             return content
         end = start
@@ -136,18 +151,20 @@ def extract_answer(response: str) -> str | None:
        braces are handled; `\\boxed 5` gives "5"; an unclosed box, as in a truncated response, is skipped);
     2. the value on the last line of the form `Answer: X` (case-insensitive, also `Final answer:` and
        markdown emphasis), with surrounding `$`, `*` and a trailing period removed;
-    3. the last number in the text: an integer, decimal, negative number or fraction `3/4`; thousands
-       commas are removed (`1,234` gives "1234").
+    3. the last number in the text: an integer, decimal (`.5` too), negative number (also with a Unicode
+       minus sign) or fraction `3/4`; thousands commas are removed (`1,234` gives "1234").
+
+    Linear in the length of the response, so a long degenerate generation cannot stall the caller.
     """
     boxed = _last_boxed(response)
     if boxed is not None:
         return boxed
     answer_lines = _ANSWER_LINE.findall(response)
     if answer_lines:
-        value = answer_lines[-1].rstrip(" .$*").lstrip("$ ")
+        value = answer_lines[-1].rstrip(" \t.$*").lstrip("$ ")
         if value:
             return value
-    numbers = _FINAL_NUMBER.findall(response)
+    numbers = _FINAL_NUMBER.findall(response.translate(_MINUS_SIGNS))
     if numbers:
         return numbers[-1].replace(",", "")
     return None
@@ -163,14 +180,27 @@ _INTEGER = re.compile(r"-?\d+")
 _NUMERIC = re.compile(r"-?(?:\d+/0*[1-9]\d*|\d+(?:\.\d+)?|\.\d+)")
 
 
+_TEXT_WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{([^{}]*)\}$")
+# Python refuses int() on longer digit strings (CVE-2020-10735); such answers are compared as written.
+_MAX_NUMBER_DIGITS = 4000
+
+
 def _canonical(answer: str) -> str:
     """A key under which answers that differ only in formatting are equal: outer whitespace, `$` and a
-    trailing period removed, thousands commas removed, inner whitespace removed, and numbers written as
-    reduced fractions ("12.0" and "12" give "12"; "0.5" and "1/2" give "1/2")."""
-    text = _OUTER_NOISE.sub("", answer)
+    trailing period removed, a `\\text{...}` wrapper removed, Unicode minus signs made ASCII, thousands
+    commas removed, inner whitespace removed, a leading `+` dropped, and numbers written as reduced
+    fractions ("12.0" and "12" give "12"; "0.5" and "1/2" give "1/2")."""
+    text = _OUTER_NOISE.sub("", answer.translate(_MINUS_SIGNS))
+    wrapped = _TEXT_WRAPPER.fullmatch(text)
+    if wrapped:
+        text = wrapped.group(1).strip()
     if _THOUSANDS.fullmatch(text):
         text = text.replace(",", "")
     text = "".join(text.split())
+    if text.startswith("+"):
+        text = text[1:]
+    if len(text) > _MAX_NUMBER_DIGITS:
+        return text
     if _INTEGER.fullmatch(text):
         return str(int(text))  # the common case, several times faster than Fraction
     if _NUMERIC.fullmatch(text):
@@ -195,16 +225,24 @@ def check_exact(gold: str, response: str) -> Verdict:
 
 _CHOICE_LETTERS = "ABCDEFGHIJ"
 _LETTER_IN_BOX = re.compile(r"(?<![A-Za-z])([A-Ja-j])(?![A-Za-z])")
-# A bare lowercase letter after "answer is" is too often the article "a"; in parentheses it is a choice.
-_ANSWER_PHRASE = re.compile(r"(?i:answer)(?:\s+is)?\s*:?[\s*]*(?:\(([A-Ja-j])\)|([A-J])(?![A-Za-z]))")
-_PARENTHESISED_LETTER = re.compile(r"\(([A-J])\)")
+# After "answer" / "answer is" / "answer:": a letter in parentheses (any case); a bare capital, except
+# that "A" or "I" followed by a lowercase word is the article or the pronoun ("Answer: I think it's B");
+# or a bare lowercase letter that ends the line or sentence ("Answer: b."), since "answer is a number"
+# is prose. One character class after "answer", so a long run of spaces cannot backtrack quadratically.
+_ANSWER_PHRASE = re.compile(
+    r"(?i:answer)(?:\s+is)?[\s:*]*"
+    r"(?:\(([A-Ja-j])\)|([B-HJ])(?![A-Za-z])|([AI])(?![A-Za-z])(?![ \t]+[a-z'])|([a-j])(?=[ \t]*[.)]?[ \t]*$))",
+    re.MULTILINE,
+)
+_PARENTHESISED_LETTER = re.compile(r"\(([A-Ja-j])\)")
 _STANDALONE_LETTER = re.compile(r"\b([A-J])\b")
 
 
 def _extract_choice(response: str) -> str | None:
     """The chosen letter, upper-cased: from the last box, else the last "Answer: X" / "the answer is X"
-    (lowercase only as "(x)"), else the last "(X)", else the last standalone capital letter A-J (which
-    may be a word such as "I" or "A": this last resort is deliberately permissive)."""
+    (see `_ANSWER_PHRASE` for when "A", "I" and lowercase letters count), else the last "(X)", else the
+    last standalone capital letter A-J (which may be a word such as "I" or "A": this last resort is
+    deliberately permissive)."""
     boxed = _last_boxed(response)
     if boxed is not None:
         letter = _LETTER_IN_BOX.search(boxed)
@@ -212,12 +250,11 @@ def _extract_choice(response: str) -> str | None:
             return letter.group(1).upper()
     phrases = _ANSWER_PHRASE.findall(response)
     if phrases:
-        in_parentheses, bare = phrases[-1]
-        return (in_parentheses or bare).upper()
+        return "".join(phrases[-1]).upper()
     for pattern in (_PARENTHESISED_LETTER, _STANDALONE_LETTER):
         letters = pattern.findall(response)
         if letters:
-            return letters[-1]
+            return letters[-1].upper()
     return None
 
 
@@ -312,7 +349,8 @@ def _verify_chunk(items: list[tuple[str, str]], timeout_s: float) -> list[tuple[
 @dataclass
 class _Task:
     """Items sent to a worker together. `items` holds (index in the caller's list, gold, answer).
-    An isolated task runs with nothing else in flight, so that if its worker dies, the item is to blame."""
+    An isolated task runs with nothing else in flight (the first one on a fresh pool, after a crash), so
+    that if its worker dies, the item is to blame."""
 
     items: list[tuple[int, str, str]]
     isolated: bool = False
@@ -420,7 +458,7 @@ class MathVerifier:
             while queue or in_flight:
                 while queue and self._may_submit(queue[0], in_flight):
                     task = queue.popleft()
-                    future = self._submit(task, timeout_s)
+                    future = self._submit(task, timeout_s, idle=not in_flight)
                     in_flight[future] = (task, time.monotonic() + timeout_s * len(task.items) + KILL_GRACE_S)
                 next_deadline = min(deadline for _, deadline in in_flight.values())
                 wait(in_flight, timeout=max(0.0, next_deadline - time.monotonic()), return_when=FIRST_COMPLETED)
@@ -446,10 +484,10 @@ class MathVerifier:
             return not in_flight
         return len(in_flight) < self.workers
 
-    def _submit(self, task: _Task, timeout_s: float) -> _ChunkFuture:
+    def _submit(self, task: _Task, timeout_s: float, idle: bool) -> _ChunkFuture:
         payload = [(gold, answer) for _, gold, answer in task.items]
         try:
-            return self._ensure_pool().submit(_verify_chunk, payload, timeout_s)
+            return self._ensure_pool(idle).submit(_verify_chunk, payload, timeout_s)
         except BrokenProcessPool:
             # A worker died while the pool was idle; no item is to blame.
             self._discard_pool()
@@ -509,7 +547,15 @@ class MathVerifier:
 
     # -- pool lifecycle --------------------------------------------------------------------------------
 
-    def _ensure_pool(self) -> ProcessPoolExecutor:
+    def _ensure_pool(self, idle: bool = False) -> ProcessPoolExecutor:
+        """The pool, started if needed. When nothing is in flight (`idle`), a pool whose worker died while
+        idle (killed, out of memory) is replaced first: the executor only notices a dead worker once a
+        task is on it, and the item of that task would be blamed for a death it did not cause."""
+        if self._pool is not None and idle and any(
+            not process.is_alive() for process in (self._pool._processes or {}).values()
+        ):
+            logger.warning("a math verifier worker died while idle; restarting the pool")
+            self._discard_pool()
         if self._pool is None:
             self._pool = self._start_pool()
         return self._pool

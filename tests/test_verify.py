@@ -64,6 +64,9 @@ def _started_workers(verifier: MathVerifier) -> list[multiprocessing.Process]:
         ("the result is -2.5", "-2.5"),
         ("so the probability is 3/4.", "3/4"),
         ("10-5", "5"),
+        ("it drops to \u22127 degrees", "-7"),  # a Unicode minus sign
+        ("a loss of -.5", "-.5"),
+        ("the code is 1,0000", "0000"),  # not a thousands group: four digits follow the comma
         ("no digits here", None),
         ("", None),
     ],
@@ -87,6 +90,9 @@ def test_extract_answer(response: str, expected: str | None) -> None:
         ("-3", "\\boxed{ -3 }"),
         ("x+1", "\\boxed{x + 1}"),
         ("(1,2)", "\\boxed{(1, 2)}"),
+        ("-3", "\\boxed{\u22123}"),
+        ("5", "\\boxed{+5}"),
+        ("5", "\\boxed{\\text{5}}"),
     ],
 )
 def test_check_exact_matches_formatting_variants(gold: str, response: str) -> None:
@@ -125,6 +131,10 @@ def test_check_exact_without_answer() -> None:
         ("Options (A) and (B) fail; (C) holds.", "C"),
         ("After checking, C", "C"),
         ("The answer is (D), not A.", "D"),
+        ("Answer: I think it's C", "C"),  # "I" is the pronoun, not choice I
+        ("Answer: c", "C"),
+        ("the answer is b.", "B"),
+        ("The answer is a number, namely (c)", "C"),
     ],
 )
 def test_check_choice_extraction(response: str, letter: str) -> None:
@@ -291,3 +301,38 @@ def test_closed_verifier_refuses_work() -> None:
     fresh.close()
     with pytest.raises(RuntimeError, match="after close"):
         fresh.check("1", "\\boxed{2}")
+
+
+def test_a_number_too_long_for_int_grades_instead_of_raising(verifier: MathVerifier) -> None:
+    huge = "9" * 5000  # Python refuses int() on more than 4300 digits
+    assert check_exact("1", f"\\boxed{{{huge}}}") == Verdict(False, huge, "mismatch")
+    assert check_exact(huge, f"\\boxed{{{huge}}}").reason == "match"
+    verdicts = verifier.check_many([("2", "\\boxed{1+1}"), ("1", huge)])
+    assert [v.reason for v in verdicts[:1]] == ["match"] and verdicts[1].reason in ("mismatch", "error", "timeout")
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "Answer: x" + " " * 64_000 + "y",  # a long line after "Answer:"
+        "\\boxed{" * 9_000,  # thousands of unclosed boxes
+        "answer" + " " * 64_000 + "!",  # a long run of spaces after "answer"
+    ],
+    ids=["answer-line", "unclosed-boxes", "answer-phrase"],
+)
+def test_extraction_of_a_long_degenerate_response_does_not_stall(response: str) -> None:
+    """Extraction runs in the caller, outside the workers' timeouts: it must stay linear in the length.
+    These inputs took 20 s to over a minute each with the earlier quadratic patterns; linear takes ms."""
+    started = time.monotonic()
+    extract_answer(response)
+    check_choice("A", response)
+    assert time.monotonic() - started < 5.0
+
+
+@pytest.mark.slow
+def test_a_worker_that_died_while_idle_is_not_blamed_on_the_next_item() -> None:
+    with MathVerifier(workers=1) as fresh:
+        workers = _started_workers(fresh)
+        os.kill(workers[0].pid, signal.SIGKILL)
+        workers[0].join(timeout=5)
+        assert fresh.check("\\frac{1}{2}", "\\boxed{0.5}") == Verdict(True, "0.5", "match")
