@@ -12,6 +12,7 @@ used for *drawing* rollouts (never to the training weight).
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -27,15 +28,28 @@ class Kernel(Protocol):
 
 
 def _check_rates(p: Rates) -> None:
-    lo, hi = (float(p.min()), float(p.max())) if hasattr(p, "min") and np.size(p) else (p, p)
-    if np.size(p) and not (lo >= 0.0 and hi <= 1.0):
-        raise ValueError(f"pass rates must lie in [0, 1]; got values in [{lo}, {hi}]")
+    """Every rate in [0, 1] (NaN is not). On a tensor this is one reduction and one host sync; empty
+    inputs pass; meta tensors (no values) are not checked."""
+    if isinstance(p, torch.Tensor):
+        if p.is_meta:
+            return
+        values = p.detach()
+        ok = bool(((values >= 0) & (values <= 1)).all())
+    elif isinstance(p, np.ndarray):
+        values = p
+        ok = bool(np.all((p >= 0) & (p <= 1)))
+    else:
+        values = np.asarray(p, dtype=np.float64)
+        ok = 0.0 <= p <= 1.0
+    if not ok:
+        bad = values[~((values >= 0) & (values <= 1))].reshape(-1)
+        raise ValueError(f"pass rates must lie in [0, 1]; {len(bad)} of them do not, e.g. {float(bad[0])}")
 
 
 def beta_kernel(p: Rates, a: float = 1.0, b: float = 1.0) -> Rates:
     """w(p) = p^a (1-p)^b; peak at p* = a / (a + b). a = b = 1 is PACED's p(1-p)."""
-    if a < 0 or b < 0:
-        raise ValueError(f"beta kernel exponents must be >= 0; got a={a}, b={b}")
+    if not (0 <= a < math.inf and 0 <= b < math.inf):
+        raise ValueError(f"beta kernel exponents must be finite and >= 0; got a={a}, b={b}")
     _check_rates(p)
     return p**a * (1 - p) ** b
 
@@ -44,9 +58,9 @@ def uniform(p: Rates) -> Rates:
     """w(p) = 1: plain (unweighted) distillation."""
     _check_rates(p)
     if isinstance(p, torch.Tensor):
-        return torch.ones_like(p)
+        return torch.ones_like(p, dtype=p.dtype if p.is_floating_point() else torch.float32)
     if isinstance(p, np.ndarray):
-        return np.ones_like(p, dtype=np.float64)
+        return np.ones_like(p, dtype=_float_dtype(p))
     return 1.0
 
 
@@ -56,8 +70,13 @@ def hard(p: Rates) -> Rates:
     if isinstance(p, torch.Tensor):
         return ((p > 0) & (p < 1)).to(p.dtype if p.is_floating_point() else torch.float32)
     if isinstance(p, np.ndarray):
-        return ((p > 0) & (p < 1)).astype(np.float64)
+        return ((p > 0) & (p < 1)).astype(_float_dtype(p))
     return 1.0 if 0.0 < p < 1.0 else 0.0
+
+
+def _float_dtype(p: np.ndarray) -> np.dtype:
+    """The array's own dtype if it is floating (as torch keeps it), else float64."""
+    return p.dtype if np.issubdtype(p.dtype, np.floating) else np.dtype(np.float64)
 
 
 def sampling_weight(w: Rates, floor: float) -> Rates:
@@ -66,8 +85,8 @@ def sampling_weight(w: Rates, floor: float) -> Rates:
     `floor` is absolute (in the kernel's units; p(1-p) peaks at 0.25). A floor of 0 reproduces the
     training weight exactly.
     """
-    if floor < 0:
-        raise ValueError(f"sampling floor must be >= 0; got {floor}")
+    if not 0 <= floor < math.inf:
+        raise ValueError(f"sampling floor must be finite and >= 0; got {floor}")
     if isinstance(w, torch.Tensor):
         return torch.clamp(w, min=floor)
     if isinstance(w, np.ndarray):

@@ -49,3 +49,36 @@ def test_rates_outside_unit_interval_are_rejected():
         hard(torch.tensor([-0.1]))
     with pytest.raises(ValueError, match="exponents"):
         beta_kernel(0.5, a=-1.0)
+
+
+def test_empty_inputs_give_empty_weights():
+    for kernel in (beta_kernel, uniform, hard):
+        assert kernel(torch.zeros(0)).shape == (0,)
+        assert kernel(np.zeros(0)).shape == (0,)
+
+
+def test_nan_rates_and_bad_exponents_or_floors_are_rejected():
+    with pytest.raises(ValueError, match=r"1 of them do not, e.g. nan"):
+        beta_kernel(torch.tensor([0.5, float("nan")]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        uniform(float("nan"))
+    with pytest.raises(ValueError, match="exponents"):
+        beta_kernel(0.5, a=float("nan"))
+    with pytest.raises(ValueError, match="exponents"):
+        beta_kernel(0.5, b=float("inf"))
+    for floor in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="floor"):
+            sampling_weight(np.array([0.1]), floor)
+
+
+def test_kernels_keep_float_dtypes_and_ignore_autograd():
+    for dtype in (np.float32, np.float64):
+        for kernel in (beta_kernel, uniform, hard):
+            assert kernel(np.array([0.0, 0.5], dtype=dtype)).dtype == dtype
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for kernel in (beta_kernel, uniform, hard):
+            assert kernel(torch.tensor([0.0, 0.5], dtype=dtype)).dtype == dtype
+    assert uniform(torch.tensor([0, 1])).dtype == torch.float32  # integer rates give float weights
+    p = torch.tensor([0.25, 0.5], requires_grad=True)
+    beta_kernel(p).sum().backward()  # the range check must not break the graph
+    torch.testing.assert_close(p.grad, 1 - 2 * p.detach())
