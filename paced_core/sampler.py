@@ -7,11 +7,13 @@ floating-point drift accumulates over millions of updates.
 
 - `update(ids, weights)`: O(k log n), vectorised level by level.
 - `sample(k)`: O(k log n), all k descents run together. P(id) = w[id] / total; ids of weight 0 are
-  never drawn.
+  never drawn. Without replacement too: the count of positive weights is kept up to date by every
+  update, so no draw scans the n leaves.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -21,12 +23,18 @@ class WeightedSampler:
     """Draw problem ids in proportion to non-negative weights; all weights start at 0."""
 
     def __init__(self, n: int) -> None:
+        n = operator.index(n)  # any integer (numpy's too), never a float or a bool's cousin str
         if n < 1:
             raise ValueError(f"a sampler needs at least one id; got n={n}")
         self.n = n
         self._cap = 1 << max(0, (n - 1).bit_length())
         self._depth = self._cap.bit_length() - 1
         self._tree = np.zeros(2 * self._cap, dtype=np.float64)
+        self._positive = 0  # how many ids have weight > 0
+
+    def positive(self) -> int:
+        """How many ids have a positive weight (the most `sample(..., replace=False)` can draw); O(1)."""
+        return self._positive
 
     def __len__(self) -> int:
         return self.n
@@ -57,8 +65,15 @@ class WeightedSampler:
         last = np.ones(ids.size, dtype=bool)
         last[:-1] = ids[1:] != ids[:-1]
         nodes = ids[last] + self._cap
+        old = self._tree[nodes]
         self._tree[nodes] = weights[last]
-        self._refresh_parents(nodes)
+        with np.errstate(over="ignore"):  # an overflowing total is detected and undone just below
+            self._refresh_parents(nodes)
+        if not np.isfinite(self._tree[1]):  # each weight was finite, their sum is not: undo, then refuse
+            self._tree[nodes] = old
+            self._refresh_parents(nodes)
+            raise ValueError("the weights' total would exceed the largest float; scale the weights down")
+        self._positive += int(np.count_nonzero(weights[last] > 0)) - int(np.count_nonzero(old > 0))
 
     def _refresh_parents(self, nodes: np.ndarray) -> None:
         tree = self._tree
@@ -75,7 +90,12 @@ class WeightedSampler:
         if weights.size != self.n:
             raise ValueError(f"load_weights needs {self.n} weights; got {weights.size}")
         if not np.all(np.isfinite(weights)) or (self.n and weights.min() < 0):
-            raise ValueError("weights must be finite and >= 0")
+            bad = int(np.flatnonzero(~np.isfinite(weights) | (weights < 0))[0])
+            raise ValueError(f"weights must be finite and >= 0; id {bad} got {weights[bad]}")
+        with np.errstate(over="ignore"):
+            total = weights.sum()
+        if not np.isfinite(total):
+            raise ValueError("the weights' total exceeds the largest float; scale the weights down")
         tree = self._tree
         tree[:] = 0.0
         tree[self._cap : self._cap + self.n] = weights
@@ -83,6 +103,7 @@ class WeightedSampler:
         while lo > 1:
             tree[lo // 2 : lo] = tree[lo : 2 * lo : 2] + tree[lo + 1 : 2 * lo : 2]
             lo //= 2
+        self._positive = int(np.count_nonzero(weights > 0))
 
     def sample(
         self, k: int, seed: int | np.random.Generator | None = None, replace: bool = True
@@ -93,16 +114,18 @@ class WeightedSampler:
         proportion to the weights of the ids not yet drawn); k must not exceed the number of ids
         with positive weight.
         """
+        k = operator.index(k)
         if k < 0:
             raise ValueError(f"cannot draw a negative number of ids ({k})")
+        if k == 0:
+            return np.zeros(0, dtype=np.int64)
         if self.total() <= 0:
-            raise ValueError("cannot draw: every weight is zero")
+            raise ValueError(f"cannot draw {k} ids: every weight is zero")
         rng = np.random.default_rng(seed)
         if replace:
             return self._descend(rng.random(k) * self.total())
-        positive = int(np.count_nonzero(self._tree[self._cap : self._cap + self.n] > 0))
-        if k > positive:
-            raise ValueError(f"cannot draw {k} distinct ids: only {positive} have positive weight")
+        if k > self._positive:
+            raise ValueError(f"cannot draw {k} distinct ids: only {self._positive} have positive weight")
         return self._sample_distinct(k, rng)
 
     def _descend(self, u: np.ndarray) -> np.ndarray:
@@ -143,6 +166,8 @@ class WeightedSampler:
         return {"n": self.n, "weights": self.weights().tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or "weights" not in state:
+            raise ValueError(f"sampler state must be a dict with 'n' and 'weights'; got {type(state).__name__}")
         if state.get("n") != self.n:
             raise ValueError(f"sampler state is for n={state.get('n')}, this sampler has n={self.n}")
         self.load_weights(state["weights"])
@@ -151,8 +176,7 @@ class WeightedSampler:
         ids = np.asarray(ids).reshape(-1)
         if ids.size and not np.issubdtype(ids.dtype, np.integer):
             raise TypeError(f"ids must be integers; got dtype {ids.dtype}")
-        ids = ids.astype(np.int64, copy=False)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.n):
+        if ids.size and (ids.min() < 0 or ids.max() >= self.n):  # before any cast: a huge uint64 stays huge
             bad = int(ids[(ids < 0) | (ids >= self.n)][0])
             raise IndexError(f"id {bad} is outside 0..{self.n - 1}")
-        return ids
+        return ids.astype(np.int64, copy=False)

@@ -103,8 +103,7 @@ class Scheduler:
 
     def next_requests(self, k: int, samples_per_problem: int, role: str = "student") -> list[RolloutRequest]:
         """k rollout requests drawn from the rollout tree (distinct problems while possible)."""
-        positive = int(np.count_nonzero(self.rollout_tree.weights() > 0))
-        draw = self.rollout_tree.sample(min(k, positive), seed=self._rng, replace=False)
+        draw = self.rollout_tree.sample(min(k, self.rollout_tree.positive()), seed=self._rng, replace=False)
         return self.requests_for(draw, samples_per_problem, role)
 
     def requests_for(

@@ -143,3 +143,50 @@ def test_bad_input_is_rejected_with_the_offending_value():
         sampler.update([1.5], [1.0])
     # A rejected update changed nothing.
     assert sampler.total() == 0.0
+
+
+def test_positive_count_follows_every_update_and_load():
+    sampler = WeightedSampler(10)
+    assert sampler.positive() == 0
+    sampler.update([1, 2, 3], [1.0, 2.0, 0.0])
+    assert sampler.positive() == 2
+    sampler.update([2, 3, 3], [0.0, 5.0, 4.0])  # repeats take their last weight
+    assert sampler.positive() == 2
+    sampler.load_weights(np.arange(10, dtype=float))
+    assert sampler.positive() == 9
+    sampler.sample(9, seed=0, replace=False)  # zeroes and restores the drawn ids
+    assert sampler.positive() == 9
+    restored = WeightedSampler(10)
+    restored.load_state_dict(json.loads(json.dumps(sampler.state_dict())))
+    assert restored.positive() == 9
+
+
+def test_drawing_nothing_from_an_all_zero_tree_is_allowed():
+    sampler = WeightedSampler(4)
+    assert sampler.sample(0).size == 0 and sampler.sample(0, replace=False).size == 0
+    with pytest.raises(ValueError, match="every weight is zero"):
+        sampler.sample(1)
+
+
+def test_a_total_past_the_largest_float_is_refused_and_nothing_changes():
+    sampler = WeightedSampler(4)
+    sampler.update([0], [1.0])
+    with pytest.raises(ValueError, match="largest float"):
+        sampler.update([1, 2], [1e308, 1e308])
+    assert sampler.total() == 1.0 and sampler.positive() == 1
+    np.testing.assert_array_equal(sampler.weights(), [1.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="largest float"):
+        sampler.load_weights([1e308, 1e308, 0.0, 0.0])
+
+
+def test_numpy_integers_and_bad_states_get_clear_errors():
+    assert len(WeightedSampler(np.int64(5))) == 5
+    with pytest.raises(TypeError):
+        WeightedSampler(5.0)
+    sampler = WeightedSampler(5)
+    with pytest.raises(ValueError, match="must be a dict"):
+        sampler.load_state_dict([1])
+    with pytest.raises(IndexError, match="18446744073709551615 is outside"):
+        sampler.update(np.array([2**64 - 1], dtype=np.uint64), [1.0])
+    with pytest.raises(ValueError, match="id 3 got nan"):
+        sampler.load_weights([0, 0, 0, float("nan"), 0])
