@@ -35,6 +35,9 @@ Checker = Literal["math", "exact", "choice"]
 
 CHECKERS: tuple[Checker, ...] = ("math", "exact", "choice")
 
+CHOICE_LETTERS: tuple[str, ...] = tuple("ABCDEFGHIJ")
+"""The letters that name choices, in order; a "choice" problem's answer is one of them."""
+
 SYNTHETIC_ALPHABET = "0123456789+-*()= \n"
 """Every character a synthetic prompt or answer can contain; the embedded character tokenizer covers it."""
 
@@ -49,8 +52,8 @@ class Problem:
 
     `id` is unique within a dataset and stable across runs (pass rates are keyed by it). `prompt` is the
     bare problem text; a `PromptTemplate` adds instructions. `answer` is the gold final answer as a string,
-    graded by `checker`. `metadata` holds JSON values only (`dataset`, `level`, `subject`, `solution`, ...)
-    and is left out of equality and hashing.
+    graded by `checker`; with checker "choice" it is one of `CHOICE_LETTERS`. `metadata` holds JSON values
+    only (`dataset`, `level`, `subject`, `solution`, ...) and is left out of equality and hashing.
     """
 
     id: str
@@ -66,6 +69,8 @@ class Problem:
                 raise TaskDataError(f"Problem.{name} must be a non-empty string, got {value!r}")
         if self.checker not in CHECKERS:
             raise TaskDataError(f"Problem.checker must be one of {CHECKERS}, got {self.checker!r}")
+        if self.checker == "choice" and self.answer not in CHOICE_LETTERS:
+            raise TaskDataError(f"Problem.answer must be one letter A-J for checker 'choice', got {self.answer!r}")
         if not isinstance(self.metadata, dict):
             raise TaskDataError(f"Problem.metadata must be a dict, got {type(self.metadata).__name__}")
 
@@ -110,12 +115,12 @@ _BUILTIN_FILES: dict[str, str] = {
     "math_train": "math_train.jsonl",
     "aime_1983_2023": "aime_1983_2023.jsonl",
     "amc23": "amc23.jsonl",
+    "mmlu": "mmlu_test.jsonl",
+    "mmlu_dev": "mmlu_dev.jsonl",
 }
 
 BUILTIN_DATASETS: tuple[str, ...] = tuple(_BUILTIN_FILES)
 """Names accepted by `builtin_dataset`. Provenance, licences and row counts: `paced_core/data/SOURCES.md`."""
-
-_CHOICE_LETTERS = "ABCDEFGHIJ"
 
 
 def load_jsonl(
@@ -123,21 +128,29 @@ def load_jsonl(
 ) -> list[Problem]:
     """Read problems from a JSON-lines file in the uniform schema.
 
-    A math row has string fields `id`, `problem` and `answer` and becomes checker "math". A multiple-choice
-    row (MMLU-like) has `id`, `question`, `choices` (a list of strings) and `answer` (a letter); it becomes
-    checker "choice" with the lettered choices appended to the prompt. An optional string field `checker`
-    overrides "math" for math rows (e.g. "exact" for integer arithmetic). Every other field goes into
-    `metadata` (`level`, `subject`, `solution`, `answer_int`, ...), and `metadata["dataset"]` is set to
-    `dataset`, else the row's `dataset` field, else the file's stem.
+    A math row has string fields `id`, `problem` and `answer` and becomes checker "math"; an optional field
+    `checker` may set "exact" instead (e.g. for integer arithmetic). A multiple-choice row (MMLU-like) has
+    `id`, `question`, `choices` (a list of 2 to 10 strings) and `answer`, the letter naming one choice; it
+    becomes checker "choice", with the lettered choices appended to the prompt. Checker "choice" belongs to
+    multiple-choice rows only: its gold letter means something only next to the choices the loader lists,
+    so a row without `choices` may not ask for it, whatever its answer (write the choices as `choices`).
+
+    Every other field goes into `metadata` (`level`, `subject`, `solution`, `answer_int`, ...). A field
+    `metadata`, when present, is a JSON object whose fields are merged in alongside them (a key given both
+    ways is an error). `metadata["dataset"]` is set to `dataset`, else the row's `dataset` field (a
+    non-empty string when present), else the file's stem.
 
     Blank lines are skipped. Only the first `limit` problems are read when `limit` is given.
 
-    Raises `TaskDataError` naming the file and the 1-based line number for a row that is not valid JSON,
-    is not an object, lacks a field, has an empty answer or a field of the wrong type, or repeats an
-    earlier id (both lines are named); and naming the file when it holds no problems at all.
+    Raises `TaskDataError` naming the file and the 1-based line number for a row that is not valid JSON
+    (nesting too deep included), is not an object, lacks a field, has an empty answer or a field of the
+    wrong type, breaks the checker rule above, or repeats an earlier id (both lines are named); and naming
+    the file when it holds no problems at all.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"load_jsonl(limit={limit}): limit must be a positive integer or None")
+    if dataset is not None and not dataset.strip():
+        raise ValueError(f"load_jsonl(dataset={dataset!r}): dataset must be a non-empty name or None")
     path = Path(path)
     problems: list[Problem] = []
     first_line_of_id: dict[str, int] = {}
@@ -156,9 +169,11 @@ def load_jsonl(
                 row = json.loads(text)
             except json.JSONDecodeError as err:
                 raise TaskDataError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from err
+            except RecursionError as err:
+                raise TaskDataError(f"{where}: invalid JSON (arrays or objects nested too deeply)") from err
             if not isinstance(row, dict):
                 raise TaskDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            problem = _problem_from_row(row, where, dataset or row.get("dataset") or path.stem)
+            problem = _problem_from_row(row, where, dataset, path.stem)
             if problem.id in first_line_of_id:
                 raise TaskDataError(
                     f"{where}: duplicate id {problem.id!r}, first used on line "
@@ -171,38 +186,51 @@ def load_jsonl(
     return problems
 
 
-def _problem_from_row(row: dict[str, Any], where: str, dataset: Any) -> Problem:
-    """Convert one uniform-schema row to a `Problem`; errors are prefixed with `where` (file:line)."""
-    if not isinstance(dataset, str):
-        raise TaskDataError(f"{where}: field 'dataset' must be a string, got {type(dataset).__name__}")
+def _problem_from_row(row: dict[str, Any], where: str, dataset: str | None, default_dataset: str) -> Problem:
+    """Convert one uniform-schema row to a `Problem` (rules: `load_jsonl`); errors are prefixed with `where`
+    (file:line). `dataset`, when given, overrides the row's own; `default_dataset` names rows that have none."""
     problem_id = _string_field(row, "id", where)
     answer = _string_field(row, "answer", where)
     checker = row.get("checker", "choice" if "choices" in row else "math")
     if "choices" in row:
         question = _string_field(row, "question", where)
         choices = row["choices"]
-        if not (isinstance(choices, list) and 2 <= len(choices) <= len(_CHOICE_LETTERS)) or not all(
+        if not (isinstance(choices, list) and 2 <= len(choices) <= len(CHOICE_LETTERS)) or not all(
             isinstance(choice, str) for choice in choices
         ):
             raise TaskDataError(
-                f"{where}: field 'choices' must be a list of 2 to {len(_CHOICE_LETTERS)} strings, "
-                f"got {choices!r}"
+                f"{where}: field 'choices' must be a list of 2 to {len(CHOICE_LETTERS)} strings, got {choices!r}"
             )
-        letters = _CHOICE_LETTERS[: len(choices)]
+        letters = CHOICE_LETTERS[: len(choices)]
         if answer not in letters:
-            raise TaskDataError(f"{where}: field 'answer' must be a letter in {letters}, got {answer!r}")
+            raise TaskDataError(f"{where}: field 'answer' must be a letter in {''.join(letters)}, got {answer!r}")
         if checker != "choice":
             raise TaskDataError(f"{where}: a row with 'choices' must have checker 'choice', got {checker!r}")
         lines = [f"{letter}. {text}" for letter, text in zip(letters, choices, strict=True)]
         prompt = question + "\n\n" + "\n".join(lines)
-        consumed = {"id", "question", "answer", "checker"}
+        consumed = {"id", "question", "answer", "checker", "metadata"}
     else:
         prompt = _string_field(row, "problem", where)
+        if checker == "choice":
+            raise TaskDataError(
+                f"{where}: checker 'choice' needs a 'choices' list for its letter to name; give the choices as "
+                f"'choices' (with 'question' for the text), or use checker 'math' or 'exact'"
+            )
         if checker not in CHECKERS:
             raise TaskDataError(f"{where}: field 'checker' must be one of {CHECKERS}, got {checker!r}")
-        consumed = {"id", "problem", "answer", "checker"}
+        consumed = {"id", "problem", "answer", "checker", "metadata"}
     metadata = {key: value for key, value in row.items() if key not in consumed}
-    metadata["dataset"] = dataset
+    if "metadata" in row:
+        nested = row["metadata"]
+        if not isinstance(nested, dict):
+            raise TaskDataError(f"{where}: field 'metadata' must be a JSON object, got {type(nested).__name__}")
+        repeated = sorted(nested.keys() & metadata.keys())
+        if repeated:
+            raise TaskDataError(f"{where}: {repeated} given both as fields and inside 'metadata'; give each once")
+        metadata.update(nested)
+    if "dataset" in metadata and not (isinstance(metadata["dataset"], str) and metadata["dataset"].strip()):
+        raise TaskDataError(f"{where}: field 'dataset' must be a non-empty string, got {metadata['dataset']!r}")
+    metadata["dataset"] = dataset or metadata.get("dataset", default_dataset)
     return Problem(id=problem_id, prompt=prompt, answer=answer, checker=checker, metadata=metadata)
 
 
@@ -221,10 +249,11 @@ def _string_field(row: dict[str, Any], key: str, where: str) -> str:
 def builtin_dataset(name: str) -> list[Problem]:
     """Load a dataset shipped in `paced_core/data`, with `metadata["dataset"] == name`.
 
-    All built-ins are math rows graded by checker "math". That includes GSM8K: its gold answers are plain
-    integers (the curated files strip the `#### ` marker and the thousands separators), so math-verify is
-    integer equality there, and it also accepts the spellings a model writes (`1,080`, `18.00`, `\\$18`)
-    that an exact string comparison would reject.
+    MMLU (`mmlu`, `mmlu_dev`) is multiple choice, graded by checker "choice". Every other built-in is math
+    rows graded by checker "math". That includes GSM8K: its gold answers are plain integers (the curated
+    files strip the `#### ` marker and the thousands separators), so math-verify is integer equality there,
+    and it also accepts the spellings a model writes (`1,080`, `18.00`, `\\$18`) that an exact string
+    comparison would reject.
     """
     if name not in _BUILTIN_FILES:
         raise ValueError(f"unknown built-in dataset {name!r}; known: {', '.join(BUILTIN_DATASETS)}")
@@ -313,13 +342,26 @@ def synthetic_arithmetic(n: int, *, levels: Sequence[int] = (1, 2, 3, 4, 5), see
     The operands stay small enough for the embedded character-level models (`paced_core.embedded`),
     trained from scratch on CPU, to learn every level. Answers may be negative. Prompts and answers use
     only `SYNTHETIC_ALPHABET`. Ids are `syn-L<level>-<i:06d>`; metadata is
-    `{"dataset": "synthetic", "level": level}`. The same `seed` gives the identical list on any machine and
-    Python version. Raises `ValueError` for an unknown level or when a level runs out of distinct problems.
+    `{"dataset": "synthetic", "level": level}`. The same `seed` (an int, never None: the output must be
+    reproducible) gives the identical list on any machine and Python version. Raises `ValueError` for a seed
+    that is not an int, for a level that is not an int in 1..5 (a bool included), for repeated or no levels,
+    and when a level runs out of distinct problems.
     """
     if n < 0:
         raise ValueError(f"synthetic_arithmetic(n={n}): n must be >= 0")
-    unknown = [level for level in levels if level not in _LEVELS]
-    if unknown or not levels or len(set(levels)) != len(levels):
+    if type(seed) is not int:
+        raise ValueError(
+            f"synthetic_arithmetic(seed={seed!r}): seed must be an int; the generator is deterministic, so the "
+            f"same seed must give the same problems (use seed=0 for the default set)"
+        )
+    # type(), not isinstance: True == 1 would pass as level 1 and give ids like syn-LTrue.
+    unknown = [level for level in levels if type(level) is not int or level not in _LEVELS]
+    if unknown:
+        raise ValueError(
+            f"synthetic_arithmetic(levels={tuple(levels)}): unknown level {unknown[0]!r}; levels are the ints "
+            f"{tuple(_LEVELS)}"
+        )
+    if not levels or len(set(levels)) != len(levels):
         raise ValueError(
             f"synthetic_arithmetic(levels={tuple(levels)}): give distinct levels from {tuple(_LEVELS)}"
         )

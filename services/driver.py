@@ -39,7 +39,7 @@ from paced_core.config import PacedConfig
 from paced_core.tasks import get_template
 from services.learner import Learner, latest_checkpoint
 from services.models import check_model
-from services.pool import Pool, group_of, load_eval_sets, load_pool
+from services.pool import Pool, check_checker, group_of, load_eval_sets, load_pool
 from services.rollout import HFRolloutWorker
 from services.rollout_vllm import VLLMRolloutWorker
 from services.scheduler import Scheduler
@@ -671,8 +671,7 @@ def init_ray(address: str | None = None) -> None:
 
 def preflight(cfg: PacedConfig) -> None:
     """The checks that need no actor, so that bad input fails in seconds: data, model paths, Redis."""
-    load_pool(cfg.data, seed=cfg.run.seed)
-    load_eval_sets(cfg.data)
+    check_checker(load_pool(cfg.data, seed=cfg.run.seed), load_eval_sets(cfg.data), cfg.verifier.checker)
     if cfg.rollout.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise PipelineError(
             f"rollout.backend is 'vllm' but vllm is not installed for {sys.executable}: build its virtualenv "

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from paced_core.config import BuiltinData, DataConfig, DataSource, JsonlData, SyntheticData
-from paced_core.tasks import Problem, builtin_dataset, load_jsonl, split_heldout, synthetic_arithmetic
+from paced_core.tasks import (
+    CHOICE_LETTERS,
+    Problem,
+    builtin_dataset,
+    load_jsonl,
+    split_heldout,
+    synthetic_arithmetic,
+)
 
 
 @dataclass(frozen=True)
@@ -69,3 +77,28 @@ def group_of(problem: Problem) -> str:
 def load_eval_sets(cfg: DataConfig) -> dict[str, list[Problem]]:
     """The named evaluation sets of `data.eval_sets`, loaded."""
     return {name: _load(source) for name, source in cfg.eval_sets.items()}
+
+
+def check_checker(pool: Pool, eval_sets: Mapping[str, Sequence[Problem]], checker: str) -> None:
+    """Fail before the run when `verifier.checker` (`checker`) forces a checker that cannot grade a problem
+    of the pool or of an evaluation set: "choice" needs a gold letter A-J, and "math" or "exact" would
+    compare a multiple-choice problem's gold letter with the model's final answer. "auto" grades every
+    problem with its own checker and always fits. Raises `ValueError` naming the data section, the problem
+    id and `verifier.checker`."""
+    if checker == "auto":
+        return
+    sections = {"data.train": pool.train, "the held-out set": pool.heldout}
+    sections.update({f"data.eval_sets.{name}": problems for name, problems in eval_sets.items()})
+    for where, problems in sections.items():
+        for problem in problems:
+            if checker == "choice" and problem.answer not in CHOICE_LETTERS:
+                raise ValueError(
+                    f"{where}: problem {problem.id!r} has answer {problem.answer!r}, not one letter A-J, so "
+                    f"verifier.checker 'choice' cannot grade it; set verifier.checker to 'auto' (each problem's "
+                    f"own checker, {problem.checker!r} here)"
+                )
+            if checker != "choice" and problem.checker == "choice":
+                raise ValueError(
+                    f"{where}: problem {problem.id!r} is multiple choice (gold letter {problem.answer!r}), so "
+                    f"verifier.checker {checker!r} cannot grade it; set verifier.checker to 'auto' or 'choice'"
+                )

@@ -81,3 +81,51 @@ def test_malformed_state_and_settings_are_rejected():
         PassRateTracker(window=0)
     with pytest.raises(ValueError, match="mode"):
         PassRateTracker(mode="sometimes")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s.update(problems=[1]), "problems must be an object"),
+        (lambda s: s["problems"]["a"].update(frozen="false"), "problem 'a': frozen must be true or false"),
+        (lambda s: s["problems"]["a"].update(frozen=True), "problem 'a': frozen in a rolling-mode tracker"),
+        (lambda s: s["problems"]["a"].update(outcomes=[[1, "v3"]]), "problem 'a': each outcome"),
+        (lambda s: s["problems"]["a"].update(outcomes=[[2, 3]]), "problem 'a': each outcome"),
+        (lambda s: s["problems"].update(b=[1, 2]), "problem 'b': expected"),
+        (lambda s: s.update(window=2.5), "window must be an integer"),
+        (lambda s: s.update(prior_a=float("inf")), "prior_a must be a finite number"),
+        (lambda s: s.update(ignored=-1), "ignored must be an integer >= 0"),
+    ],
+)
+def test_malformed_state_names_what_and_which_problem(mutate, message):
+    tracker = PassRateTracker(window=4)
+    tracker.record("a", True, 3)
+    state = json.loads(json.dumps(tracker.state_dict()))
+    mutate(state)
+    with pytest.raises(ValueError, match=message):
+        PassRateTracker.from_state_dict(state)
+    with pytest.raises(ValueError, match="expected an object"):
+        PassRateTracker.from_state_dict([1])
+
+
+def test_bad_records_are_refused_without_leaving_a_trace():
+    tracker = PassRateTracker()
+    with pytest.raises(TypeError, match="version must be an integer"):
+        tracker.record("a", True, "seven")
+    with pytest.raises(TypeError, match="problem ids are strings"):
+        tracker.record(7, True, 1)
+    assert tracker.problem_ids() == []
+    with pytest.raises(ValueError, match="window must be an integer"):
+        PassRateTracker(window=2.5)
+    with pytest.raises(ValueError, match="prior_b must be a finite number"):
+        PassRateTracker(prior_b=float("inf"))
+
+
+def test_the_stores_use_the_trackers_formula():
+    from services.store.base import StoreSettings
+
+    settings = StoreSettings(window=4, prior_a=0.5, prior_b=2.0)
+    tracker = PassRateTracker(window=4, prior_a=0.5, prior_b=2.0)
+    for correct, version in [(True, 1), (False, 2), (True, 3)]:
+        tracker.record("p", correct, version)
+    assert settings.estimate([(True, 1), (False, 2), (True, 3)]) == tracker.estimate("p")

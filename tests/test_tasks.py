@@ -15,6 +15,7 @@ import pytest
 from paced_core.tasks import (
     BUILTIN_DATASETS,
     BUILTIN_TEMPLATES,
+    CHOICE_LETTERS,
     SYNTHETIC_ALPHABET,
     Problem,
     PromptTemplate,
@@ -25,6 +26,7 @@ from paced_core.tasks import (
     split_heldout,
     synthetic_arithmetic,
 )
+from paced_core.verify import check_choice
 
 EXPECTED_ROWS = {
     "math500": 500,
@@ -35,7 +37,10 @@ EXPECTED_ROWS = {
     "math_train": 7470,
     "aime_1983_2023": 975,
     "amc23": 40,
+    "mmlu": 14042,
+    "mmlu_dev": 285,
 }
+CHOICE_DATASETS = {"mmlu", "mmlu_dev"}
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -71,7 +76,7 @@ def test_builtin_dataset_loads_every_row(name: str, rows: int) -> None:
     problems = builtin_dataset(name)
     assert len(problems) == rows
     assert {problem.metadata["dataset"] for problem in problems} == {name}
-    assert {problem.checker for problem in problems} == {"math"}
+    assert {problem.checker for problem in problems} == {"choice" if name in CHOICE_DATASETS else "math"}
 
 
 def test_builtin_names_are_the_shipped_datasets() -> None:
@@ -102,6 +107,27 @@ def test_math500_keeps_level_subject_and_solution_in_metadata() -> None:
     assert problem.metadata["level"] == 2
     assert problem.metadata["subject"] == "Precalculus"
     assert "\\boxed" in problem.metadata["solution"]
+
+
+def test_mmlu_prompts_list_lettered_choices_and_answers_name_one() -> None:
+    for problem in builtin_dataset("mmlu"):
+        choices = problem.metadata["choices"]
+        listing = "".join(f"\n{letter}. {text}" for letter, text in zip("ABCD", choices, strict=True))
+        assert problem.checker == "choice", problem
+        assert problem.prompt.endswith("\n" + listing) and len(problem.prompt) > len(listing) + 1, problem
+        assert problem.answer == "ABCD"[problem.metadata["answer_index"]], problem
+
+
+def test_mmlu_gold_letters_are_graded_correct_by_check_choice() -> None:
+    for problem in builtin_dataset("mmlu")[::97]:
+        assert check_choice(problem.answer, f"The answer is ({problem.answer})").correct, problem
+        wrong = next(letter for letter in "ABCD" if letter != problem.answer)
+        assert not check_choice(problem.answer, f"The answer is ({wrong})").correct, problem
+
+
+def test_mmlu_answer_counts_match_sources_md() -> None:
+    answers = Counter(problem.answer for problem in builtin_dataset("mmlu"))
+    assert answers == {"A": 3222, "B": 3462, "C": 3582, "D": 3776}
 
 
 def test_unknown_builtin_dataset_lists_the_known_names() -> None:
@@ -205,6 +231,53 @@ def test_choice_answer_must_name_a_choice(tmp_path: Path) -> None:
         load_jsonl(write_lines(tmp_path / "bad.jsonl", [bad]))
 
 
+def test_choice_answer_must_be_a_single_letter(tmp_path: Path) -> None:
+    bad = json.dumps({"id": "q", "question": "Which?", "choices": ["w", "x", "y", "z"], "answer": "AB"})
+    with pytest.raises(TaskDataError, match=r"bad\.jsonl:1: field 'answer' must be a letter in ABCD, got 'AB'"):
+        load_jsonl(write_lines(tmp_path / "bad.jsonl", [bad]))
+
+
+def test_choice_checker_without_choices_names_file_and_line(tmp_path: Path) -> None:
+    # Even a letter answer is refused: nothing in the row says which text the letter names.
+    path = write_lines(tmp_path / "bad.jsonl", [row("a"), row("b", answer="B", checker="choice")])
+    with pytest.raises(TaskDataError, match=r"bad\.jsonl:2: checker 'choice' needs a 'choices' list"):
+        load_jsonl(path)
+
+
+def test_deeply_nested_json_names_file_and_line(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "bad.jsonl", [row("a"), "[" * 100_000])
+    with pytest.raises(TaskDataError, match=r"bad\.jsonl:2: invalid JSON \(arrays or objects nested too deeply\)"):
+        load_jsonl(path)
+
+
+def test_metadata_field_is_merged_into_metadata(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "toy.jsonl", [row("a", level=3, metadata={"source": "contest", "year": 1999})])
+    assert load_jsonl(path)[0].metadata == {"dataset": "toy", "level": 3, "source": "contest", "year": 1999}
+
+
+def test_metadata_field_that_is_not_an_object_names_file_and_line(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "bad.jsonl", [row("a", metadata=["contest"])])
+    with pytest.raises(TaskDataError, match=r"bad\.jsonl:1: field 'metadata' must be a JSON object, got list"):
+        load_jsonl(path)
+
+
+def test_metadata_key_also_given_as_a_field_names_file_and_line(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "bad.jsonl", [row("a", level=3, metadata={"level": 4})])
+    with pytest.raises(TaskDataError, match=r"bad\.jsonl:1: \['level'\] given both as fields and inside 'metadata'"):
+        load_jsonl(path)
+
+
+def test_empty_dataset_field_names_file_and_line(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "bad.jsonl", [row("a"), row("b", dataset="")])
+    with pytest.raises(TaskDataError, match=r"bad\.jsonl:2: field 'dataset' must be a non-empty string, got ''"):
+        load_jsonl(path)
+
+
+def test_empty_dataset_argument_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"load_jsonl\(dataset=''\): dataset must be a non-empty name"):
+        load_jsonl(write_lines(tmp_path / "toy.jsonl", [row("a")]), dataset="")
+
+
 # ----------------------------------------------------------------------------- Problem
 
 
@@ -216,6 +289,12 @@ def test_problem_json_round_trip() -> None:
 def test_problem_from_dict_rejects_missing_and_unknown_keys() -> None:
     with pytest.raises(TaskDataError, match=r"missing keys \['checker'\], unknown keys \['problem'\]"):
         Problem.from_dict({"id": "p", "prompt": "1+1=", "answer": "2", "problem": "1+1"})
+
+
+def test_choice_problem_needs_a_letter_answer() -> None:
+    with pytest.raises(TaskDataError, match=r"Problem\.answer must be one letter A-J for checker 'choice', got '42'"):
+        Problem(id="p", prompt="Pick one.\n\nA. 42\nB. 43", answer="42", checker="choice")
+    assert Problem(id="p", prompt="Pick one.\n\nA. 42\nB. 43", answer="A", checker="choice").answer in CHOICE_LETTERS
 
 
 def test_problem_rejects_an_unknown_checker() -> None:
@@ -316,8 +395,26 @@ def test_synthetic_level_one_runs_out_after_1000_problems() -> None:
 
 
 def test_synthetic_rejects_unknown_levels() -> None:
-    with pytest.raises(ValueError, match="give distinct levels from"):
+    with pytest.raises(ValueError, match=r"unknown level 6; levels are the ints \(1, 2, 3, 4, 5\)"):
         synthetic_arithmetic(10, levels=(1, 6))
+
+
+@pytest.mark.parametrize("level", [True, 1.0, 0])
+def test_synthetic_rejects_a_level_that_is_not_a_supported_int(level: object) -> None:
+    # True == 1 and 1.0 == 1, but they would give ids like syn-LTrue-000000.
+    with pytest.raises(ValueError, match=rf"unknown level {re.escape(repr(level))};"):
+        synthetic_arithmetic(3, levels=(level,))  # type: ignore[arg-type]
+
+
+def test_synthetic_rejects_repeated_levels() -> None:
+    with pytest.raises(ValueError, match="give distinct levels from"):
+        synthetic_arithmetic(10, levels=(2, 2))
+
+
+def test_synthetic_rejects_a_none_seed() -> None:
+    # random.Random(None) seeds from the clock: the same call would give different problems.
+    with pytest.raises(ValueError, match=r"seed=None\): seed must be an int; the generator is deterministic"):
+        synthetic_arithmetic(10, seed=None)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- held-out split

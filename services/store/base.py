@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from paced_core.passrate import Estimate
+from paced_core.passrate import Estimate, estimate_of, p_hat, settings_problems
 from services.records import GradedRollout, Outcome
 
 HIST_BUCKETS = 20
@@ -75,15 +75,7 @@ class StoreSettings:
     recent_cap: int = 8
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.window < 1:
-            problems.append(f"window must be >= 1; got {self.window}")
-        if self.prior_a < 0 or self.prior_b < 0:
-            problems.append(f"Beta prior must be >= 0; got prior_a={self.prior_a}, prior_b={self.prior_b}")
-        if self.mode not in ("rolling", "frozen"):
-            problems.append(f"mode must be 'rolling' or 'frozen'; got {self.mode!r}")
-        if self.frozen_k < 1:
-            problems.append(f"frozen_k must be >= 1; got {self.frozen_k}")
+        problems = settings_problems(self.window, self.prior_a, self.prior_b, self.mode, self.frozen_k)
         if self.metrics_cap < 1:
             problems.append(f"metrics_cap must be >= 1; got {self.metrics_cap}")
         if self.recent_cap < 1:
@@ -97,21 +89,12 @@ class StoreSettings:
         return self.window if self.mode == "rolling" else self.frozen_k
 
     def p_hat(self, correct: int, n: int) -> float:
-        """(prior_a + correct) / (prior_a + prior_b + n); 0.5 when that is 0 / 0."""
-        denom = self.prior_a + self.prior_b + n
-        if denom == 0:
-            return 0.5
-        return (self.prior_a + correct) / denom
+        """`paced_core.passrate.p_hat` under this run's prior."""
+        return p_hat(correct, n, self.prior_a, self.prior_b)
 
     def estimate(self, outcomes: Sequence[tuple[bool, int]]) -> Estimate:
-        """The estimate of a problem whose window holds `outcomes` ((correct, version) pairs)."""
-        correct = sum(1 for c, _ in outcomes if c)
-        return Estimate(
-            p_hat=self.p_hat(correct, len(outcomes)),
-            n=len(outcomes),
-            correct=correct,
-            version=max((v for _, v in outcomes), default=-1),
-        )
+        """`paced_core.passrate.estimate_of` under this run's prior."""
+        return estimate_of(outcomes, self.prior_a, self.prior_b)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
