@@ -2,10 +2,15 @@
 
 The paper's strongest configuration is forward KL on teacher references first (mode coverage), then
 reverse KL on the student's own rollouts (consolidation). The switch happens at `switch_step`, or at
-`switch_fraction * total_steps` rounded down; step numbers count from 0.
+`switch_fraction * total_steps` rounded down, the fraction read as the decimal it is written as (0.29 of
+100 steps is step 29, not the 28 that binary floating point gives); step numbers count from 0. Both
+stages must run: the switch must fall in 1 .. total_steps - 1.
 """
 
 from __future__ import annotations
+
+import math
+from fractions import Fraction
 
 from paced_core.config import ConstantSchedule, LossSpec, ScheduleSpec, TwoStageSchedule
 
@@ -18,15 +23,9 @@ class LossSchedule:
             raise ValueError(f"a schedule needs total_steps >= 1; got {total_steps}")
         self.spec = spec
         self.total_steps = total_steps
+        self.switch_step: int | None = None
         if isinstance(spec, TwoStageSchedule):
-            switch = (
-                spec.switch_step
-                if spec.switch_step is not None
-                else int(spec.switch_fraction * total_steps)  # type: ignore[operator]
-            )
-            self.switch_step: int | None = switch
-        else:
-            self.switch_step = None
+            self.switch_step = switch_step_of(spec, total_steps)
 
     def stage(self, step: int) -> int:
         """0 for the first (or only) stage, 1 after the switch."""
@@ -42,3 +41,20 @@ class LossSchedule:
 
     def state_dict(self) -> dict[str, int | None]:
         return {"total_steps": self.total_steps, "switch_step": self.switch_step}
+
+
+def switch_step_of(spec: TwoStageSchedule, total_steps: int) -> int:
+    """The first step of the second stage; ValueError, naming the setting, when a stage would not run."""
+    if spec.switch_step is not None:
+        switch, setting = spec.switch_step, f"schedule.switch_step {spec.switch_step}"
+    else:
+        fraction = Fraction(repr(spec.switch_fraction))  # the decimal as written: 0.29 is 29/100
+        switch = math.floor(fraction * total_steps)
+        setting = f"schedule.switch_fraction {spec.switch_fraction} of {total_steps} steps (step {switch})"
+    if switch < 1:
+        raise ValueError(f"{setting} switches before the first step: the first stage never runs")
+    if switch >= total_steps:
+        raise ValueError(
+            f"{setting} must be below learner.steps ({total_steps}), or the second stage never runs"
+        )
+    return switch

@@ -32,3 +32,25 @@ def test_bad_steps_are_rejected():
         LossSchedule(ConstantSchedule(), total_steps=0)
     with pytest.raises(ValueError, match="step must be >= 0"):
         LossSchedule(ConstantSchedule(), total_steps=5).stage(-1)
+
+
+def test_a_fraction_switches_at_the_decimal_it_is_written_as():
+    # Binary floating point gives int(0.29 * 100) == 28 and int(0.57 * 100) == 56.
+    assert LossSchedule(TwoStageSchedule(switch_fraction=0.29), total_steps=100).switch_step == 29
+    assert LossSchedule(TwoStageSchedule(switch_fraction=0.57), total_steps=100).switch_step == 57
+    assert LossSchedule(TwoStageSchedule(switch_fraction=0.99), total_steps=10).switch_step == 9
+
+
+@pytest.mark.parametrize(
+    ("spec", "total", "message"),
+    [
+        (TwoStageSchedule(switch_fraction=0.05), 10, "first stage never runs"),
+        (TwoStageSchedule(switch_fraction=0.3), 3, "first stage never runs"),
+        (TwoStageSchedule(switch_step=0), 10, "first stage never runs"),
+        (TwoStageSchedule(switch_step=50), 10, "second stage never runs"),
+        (TwoStageSchedule(switch_step=10), 10, "second stage never runs"),
+    ],
+)
+def test_a_schedule_whose_stage_would_not_run_is_refused(spec, total, message):
+    with pytest.raises(ValueError, match=message):
+        LossSchedule(spec, total_steps=total)
