@@ -4,21 +4,26 @@
 
 Every section rejects unknown keys; loss kinds, kernels, schedules and data sources are
 discriminated unions (`kind:` / `type:`), so a bad combination fails at load, before any model is
-touched. Errors are raised as `ConfigError`, one line per problem, each naming the config path and,
-where the value came from the file, its line (`configs/x.yaml:12: learner.lr: ...`).
+touched. Numbers must be finite, and a boolean is not a number. Errors are raised as `ConfigError`, one
+line per problem, each naming the config path as the user writes it (`data.train[1].path`) and where its value
+came from: the file line, or the `--set` that gave it (`configs/x.yaml:12: learner.lr: ...`). Secret values
+(`SecretStr` fields) never appear in an error.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -28,9 +33,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from paced_core import weighting
 from paced_core.redact import mask_url
+from paced_core.tasks import BUILTIN_TEMPLATES, get_template, synthetic_arithmetic
 
 
 class ConfigError(ValueError):
@@ -38,7 +45,33 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No setting means anything at infinity or NaN; `None` is how a section says "no limit".
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _not_a_bool(value: Any) -> Any:
+    # YAML reads `true`, `yes` and `on` as booleans, which pydantic would otherwise take as 1 (or 0).
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+
+
+def _conflict(message: str, *fields: str) -> PydanticCustomError:
+    """A cross-field error; `fields` are the dotted paths involved, the first reported as its location."""
+    return PydanticCustomError("config_conflict", "{message}", {"message": message, "fields": fields})
+
+
+def _default_tag(key: str, default: str) -> BeforeValidator:
+    """Let a union section leave its tag out (`scheduler.kernel: {a: 2}` means a beta kernel)."""
+
+    def fill(value: Any) -> Any:
+        return {key: default, **value} if isinstance(value, dict) else value
+
+    return BeforeValidator(fill)
 
 
 # ---------------------------------------------------------------- models
@@ -65,11 +98,11 @@ class TeacherConfig(Section):
     # log-probs plus one tail bucket, which is what a served teacher (vLLM's `logprobs=k`) returns. The
     # learner loads the teacher either way; `topk` reduces its logits to that view before the loss.
     logits: Literal["full", "topk"] = "full"
-    topk: int = Field(default=64, ge=1)
+    topk: Int = Field(default=64, ge=1)
     # Teacher references for stages trained on teacher sequences: generated before training by a
     # teacher rollout worker, verified, and only the correct ones kept.
-    reference_samples: int = Field(default=1, ge=1)
-    reference_temperature: float = Field(default=0.0, ge=0.0)
+    reference_samples: Int = Field(default=1, ge=1)
+    reference_temperature: Float = Field(default=0.0, ge=0.0)
 
 
 # ---------------------------------------------------------------- data
@@ -87,24 +120,47 @@ class JsonlData(Section):
 
 class SyntheticData(Section):
     type: Literal["synthetic"] = "synthetic"
-    n: int = Field(default=2000, ge=1)
-    levels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
-    seed: int = 0
+    n: Int = Field(default=2000, ge=1)
+    levels: list[Int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+    seed: Int = 0
+
+    @field_validator("levels")
+    @classmethod
+    def _known_levels(cls, levels: list[int]) -> list[int]:
+        synthetic_arithmetic(0, levels=levels)  # the generator owns the rule; it names an unknown or repeated level
+        return levels
 
 
 DataSource = Annotated[BuiltinData | JsonlData | SyntheticData, Field(discriminator="type")]
+# One source or a list of them, told apart by shape, so an error names only the shape given.
+DataSources = Annotated[
+    Annotated[DataSource, Tag("one")] | Annotated[list[DataSource], Tag("list")],
+    Discriminator(lambda value: "list" if isinstance(value, list) else "one"),
+]
 
 
 class DataConfig(Section):
     # One source, or a list of sources concatenated into one pool (problem ids must not repeat).
-    train: DataSource | list[DataSource]
+    train: DataSources
     heldout: DataSource | None = None
     # Further evaluation sets, by name: evaluated before and after the run (e.g. MATH-500, AIME 2024).
     eval_sets: dict[str, DataSource] = Field(default_factory=dict)
     # With no separate held-out source, this fraction of `train` is held out (deterministically).
-    heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
-    limit: int | None = Field(default=None, ge=1)
+    heldout_fraction: Float = Field(default=0.1, ge=0.0, lt=1.0)
+    limit: Int | None = Field(default=None, ge=1)
     template: str = "plain"
+
+    @field_validator("template")
+    @classmethod
+    def _student_template(cls, name: str) -> str:
+        get_template(name)  # raises ValueError listing the known templates
+        if name == "privileged_context":
+            others = ", ".join(t for t in BUILTIN_TEMPLATES if t != name)
+            raise ValueError(
+                "privileged_context shows the reference answer, so it is the teacher's prompt only "
+                f"(teacher.privileged_context: true); give the student one of {others}"
+            )
+        return name
 
 
 # ---------------------------------------------------------------- actors
@@ -113,11 +169,11 @@ class DataConfig(Section):
 class VLLMEngineConfig(Section):
     """The `vllm` backend's engine (`vllm.LLM` arguments); ignored by the `hf` backend."""
 
-    max_model_len: int | None = Field(default=None, ge=1)  # None: the model's own context length
-    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    max_model_len: Int | None = Field(default=None, ge=1)  # None: the model's own context length
+    gpu_memory_utilization: Float = Field(default=0.85, gt=0.0, le=1.0)
     # KV cache size in GiB; None: vLLM's default (on CPU 4 GiB, or $VLLM_CPU_KVCACHE_SPACE).
-    kv_cache_gib: float | None = Field(default=None, gt=0.0)
-    tensor_parallel_size: int = Field(default=1, ge=1)
+    kv_cache_gib: Float | None = Field(default=None, gt=0.0)
+    tensor_parallel_size: Int = Field(default=1, ge=1)
     enforce_eager: bool = False
     # How new weights reach the engines: object_store (CPU and GPU) or nccl (GPU only); see services/weight_sync.py.
     weight_transport: Literal["object_store", "nccl"] = "object_store"
@@ -137,17 +193,17 @@ class VLLMEngineConfig(Section):
 
 class RolloutConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
-    replicas: int = Field(default=1, ge=0)
-    samples_per_problem: int = Field(default=4, ge=1)
-    batch_size: int = Field(default=16, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=-1, ge=-1)
-    max_new_tokens: int = Field(default=256, ge=1)
+    replicas: Int = Field(default=1, ge=0)
+    samples_per_problem: Int = Field(default=4, ge=1)
+    batch_size: Int = Field(default=16, ge=1)
+    temperature: Float = Field(default=1.0, ge=0.0)
+    top_p: Float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: Int = Field(default=-1, ge=-1)
+    max_new_tokens: Int = Field(default=256, ge=1)
     stop: list[str] = Field(default_factory=list)
-    seed: int = 0
-    num_cpus: float = Field(default=1.0, ge=0.0)  # Ray resources per rollout actor
-    num_gpus: float = Field(default=0.0, ge=0.0)
+    seed: Int = 0
+    num_cpus: Float = Field(default=1.0, ge=0.0)  # Ray resources per rollout actor
+    num_gpus: Float = Field(default=0.0, ge=0.0)
     logprobs: bool = False  # return each sampled token's log-prob with the rollout (vllm backend)
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
 
@@ -155,10 +211,10 @@ class RolloutConfig(Section):
 class VerifierConfig(Section):
     # "auto": each problem's own checker (exact for synthetic, math for MATH-style, choice for MMLU).
     checker: Literal["auto", "math", "exact", "choice"] = "auto"
-    replicas: int = Field(default=1, ge=1)
-    workers: int = Field(default=1, ge=1)
-    timeout_s: float = Field(default=5.0, gt=0.0)
-    num_cpus: float = Field(default=0.5, ge=0.0)
+    replicas: Int = Field(default=1, ge=1)
+    workers: Int = Field(default=1, ge=1)
+    timeout_s: Float = Field(default=5.0, gt=0.0)
+    num_cpus: Float = Field(default=0.5, ge=0.0)
 
 
 class StoreConfig(Section):
@@ -167,19 +223,25 @@ class StoreConfig(Section):
     url: SecretStr | None = None
     # Key prefix of the run in the store; null: the run's name (run.name), so runs never collide.
     run_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
-    window: int = Field(default=16, ge=1)
-    prior_a: float = Field(default=1.0, ge=0.0)
-    prior_b: float = Field(default=1.0, ge=0.0)
+    window: Int = Field(default=16, ge=1)
+    prior_a: Float = Field(default=1.0, ge=0.0)
+    prior_b: Float = Field(default=1.0, ge=0.0)
     mode: Literal["rolling", "frozen"] = "rolling"
-    frozen_k: int = Field(default=8, ge=1)
-    metrics_cap: int = Field(default=100_000, ge=1)
+    frozen_k: Int = Field(default=8, ge=1)
+    metrics_cap: Int = Field(default=100_000, ge=1)
 
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, url: SecretStr | None) -> SecretStr | None:
-        if url is not None and not re.match(r"^(redis|rediss|unix)://", url.get_secret_value()):
+        if url is None:
+            return url
+        value = url.get_secret_value()
+        if not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError(f"must start with redis://, rediss:// or unix://; got {mask_url(value)!r}")
+        if re.search(r"://[^:/@]*:\*+@", value):
             raise ValueError(
-                f"must start with redis://, rediss:// or unix://; got {mask_url(url.get_secret_value())!r}"
+                f"the password in {value!r} is the mask `paced config show` prints, not a password; "
+                "give the real URL, or leave store.url out for the embedded store"
             )
         return url
 
@@ -191,8 +253,8 @@ class BetaKernel(Section):
     """w(p) = p^a (1-p)^b; a = b = 1 is PACED's p(1-p)."""
 
     type: Literal["beta"] = "beta"
-    a: float = Field(default=1.0, ge=0.0)
-    b: float = Field(default=1.0, ge=0.0)
+    a: Float = Field(default=1.0, ge=0.0)
+    b: Float = Field(default=1.0, ge=0.0)
 
     def build(self) -> weighting.Kernel:
         return functools.partial(weighting.beta_kernel, a=self.a, b=self.b)
@@ -212,20 +274,8 @@ class HardKernel(Section):
         return weighting.hard
 
 
-def _tag_or_default(default: str, key: str = "type") -> Discriminator:
-    """A union tag that may be left out of a section (`scheduler.kernel: {a: 2}` means a beta kernel)."""
-
-    def tag(value: Any) -> str:
-        return value.get(key, default) if isinstance(value, dict) else getattr(value, key, default)
-
-    return Discriminator(tag)
-
-
 KernelSpec = Annotated[
-    Annotated[BetaKernel, Tag("beta")]
-    | Annotated[UniformKernel, Tag("uniform")]
-    | Annotated[HardKernel, Tag("hard")],
-    _tag_or_default("beta"),
+    BetaKernel | UniformKernel | HardKernel, Field(discriminator="type"), _default_tag("type", "beta")
 ]
 
 
@@ -233,10 +283,10 @@ class SchedulerConfig(Section):
     kernel: KernelSpec = Field(default_factory=BetaKernel)
     # "sample": draw problems in proportion to w; "loss": draw uniformly, multiply each loss by w.
     weighting: Literal["sample", "loss"] = "sample"
-    floor: float = Field(default=0.01, ge=0.0)  # sampling floor, keeps p in {0, 1} re-estimable
-    explore_weight: float = Field(default=0.25, ge=0.0)  # weight of a problem with no estimate yet
-    stale_after_versions: int = Field(default=50, ge=1)  # estimates older than this count as unknown
-    seed: int = 0
+    floor: Float = Field(default=0.01, ge=0.0)  # sampling floor, keeps p in {0, 1} re-estimable
+    explore_weight: Float = Field(default=0.25, ge=0.0)  # weight of a problem with no estimate yet
+    stale_after_versions: Int = Field(default=50, ge=1)  # estimates older than this count as unknown
+    seed: Int = 0
 
 
 # ---------------------------------------------------------------- learning
@@ -255,13 +305,13 @@ class ReverseKL(Section):
 
 class JSD(Section):
     kind: Literal["jsd"] = "jsd"
-    beta: float = Field(default=0.5, ge=0.0, le=1.0)
+    beta: Float = Field(default=0.5, ge=0.0, le=1.0)
     sequences: Literal["teacher", "student"] = "student"
 
 
 class AKL(Section):
     kind: Literal["akl"] = "akl"
-    mu: float = Field(default=0.5, gt=0.0, le=1.0)
+    mu: Float = Field(default=0.5, gt=0.0, le=1.0)
     sequences: Literal["teacher", "student"] = "student"
 
 
@@ -279,8 +329,8 @@ class TwoStageSchedule(Section):
     type: Literal["two_stage"] = "two_stage"
     first: LossSpec = Field(default_factory=ForwardKL)
     second: LossSpec = Field(default_factory=ReverseKL)
-    switch_step: int | None = Field(default=None, ge=0)
-    switch_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
+    switch_step: Int | None = Field(default=None, ge=0)
+    switch_fraction: Float | None = Field(default=None, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _one_switch(self) -> TwoStageSchedule:
@@ -288,39 +338,67 @@ class TwoStageSchedule(Section):
             raise ValueError("give exactly one of switch_step and switch_fraction")
         return self
 
+    def switch_at(self, total_steps: int) -> int:
+        """The first step of the second stage in a run of `total_steps`: `switch_step`, or
+        `switch_fraction * total_steps` rounded down with the fraction read as the decimal it is written
+        as (0.29 of 100 steps is step 29, where binary floating point gives 28). ValueError when a stage
+        would not run (the switch must fall in 1 .. total_steps - 1)."""
+        if self.switch_step is not None:
+            switch, what = self.switch_step, f"{self.switch_step}"
+        else:
+            switch = math.floor(Fraction(repr(self.switch_fraction)) * total_steps)
+            what = f"{self.switch_fraction} of {total_steps} steps (step {switch})"
+        if switch < 1:
+            raise ValueError(f"{what} switches before the first step: the first stage never runs")
+        if switch >= total_steps:
+            raise ValueError(f"{what} must be below learner.steps ({total_steps}), or the second stage never runs")
+        return switch
+
 
 ScheduleSpec = Annotated[
-    Annotated[ConstantSchedule, Tag("constant")] | Annotated[TwoStageSchedule, Tag("two_stage")],
-    _tag_or_default("constant"),
+    ConstantSchedule | TwoStageSchedule, Field(discriminator="type"), _default_tag("type", "constant")
 ]
 
 
+AdamBeta = Annotated[Float, Field(ge=0.0, lt=1.0)]
+
+
 class LearnerConfig(Section):
-    steps: int = Field(default=100, ge=1)
-    batch_size: int = Field(default=16, ge=1)  # sequences per optimizer step
-    lr: float = Field(default=1e-5, gt=0.0)
+    steps: Int = Field(default=100, ge=1)
+    batch_size: Int = Field(default=16, ge=1)  # sequences per optimizer step
+    lr: Float = Field(default=1e-5, gt=0.0)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = Field(default=0, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float | None = Field(default=1.0, gt=0.0)
-    chunk_size: int = Field(default=128, ge=1)  # tokens per chunk in the KL
-    sync_every: int = Field(default=1, ge=1)  # publish weights every N steps
-    max_staleness: int = Field(default=4, ge=0)  # drop rollouts more than N versions old
-    checkpoint_every: int | None = Field(default=None, ge=1)
+    warmup_steps: Int = Field(default=0, ge=0)
+    weight_decay: Float = Field(default=0.0, ge=0.0)
+    betas: tuple[AdamBeta, AdamBeta] = (0.9, 0.999)
+    grad_clip: Float | None = Field(default=1.0, gt=0.0)
+    chunk_size: Int = Field(default=128, ge=1)  # tokens per chunk in the KL
+    sync_every: Int = Field(default=1, ge=1)  # publish weights every N steps
+    max_staleness: Int = Field(default=4, ge=0)  # drop rollouts more than N versions old
+    checkpoint_every: Int | None = Field(default=None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
-    num_cpus: float = Field(default=1.0, ge=0.0)  # Ray resources of the learner actor
-    num_gpus: float = Field(default=0.0, ge=0.0)
+    seed: Int = 0
+    num_cpus: Float = Field(default=1.0, ge=0.0)  # Ray resources of the learner actor
+    num_gpus: Float = Field(default=0.0, ge=0.0)
 
 
 class DashboardConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: Int = Field(default=8000, ge=0, le=65535)
     # Bearer token for control endpoints; read from this environment variable when `token` is unset.
     token: SecretStr | None = None
     token_env: str = "PACED_DASHBOARD_TOKEN"
+
+    @field_validator("token")
+    @classmethod
+    def _not_the_mask(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and set(token.get_secret_value()) == {"*"}:
+            raise ValueError(
+                "this is the mask `paced config show` prints in place of the token, not a token; give the real "
+                "token, or leave dashboard.token out and set it in the environment variable named by token_env"
+            )
+        return token
 
 
 class PipelineConfig(Section):
@@ -329,27 +407,27 @@ class PipelineConfig(Section):
     # async: rollouts, grading and learning overlap; sync: generate, grade, train, sync, repeat.
     mode: Literal["async", "sync"] = "async"
     # Problems per generation request (each sampled `rollout.samples_per_problem` times).
-    problems_per_request: int = Field(default=8, ge=1)
+    problems_per_request: Int = Field(default=8, ge=1)
     # Back-pressure: stop dispatching rollouts while this many graded rollouts wait for the learner.
-    max_queued_rollouts: int = Field(default=256, ge=1)
+    max_queued_rollouts: Int = Field(default=256, ge=1)
     # Before training, sample every pool problem this many times to seed pass rates (0: skip).
-    warmup_samples: int = Field(default=0, ge=0)
+    warmup_samples: Int = Field(default=0, ge=0)
     # Held-out problems evaluated before, during and after the run (0: all).
-    eval_problems: int = Field(default=200, ge=0)
+    eval_problems: Int = Field(default=200, ge=0)
     # Completions per evaluated problem: 1 is greedy; k > 1 samples k (top-p, top-k, max tokens of the
     # rollouts) and reports mean accuracy over the k (mean@k), as for AIME.
-    eval_samples: int = Field(default=1, ge=1)
+    eval_samples: Int = Field(default=1, ge=1)
     # Sampling temperature of mean@k evaluation (None: rollout.temperature).
-    eval_temperature: float | None = Field(default=None, gt=0.0)
+    eval_temperature: Float | None = Field(default=None, gt=0.0)
     # Seconds the learner waits for a full batch before training on what it has.
-    learner_wait_s: float = Field(default=30.0, gt=0.0)
+    learner_wait_s: Float = Field(default=30.0, gt=0.0)
 
 
 class RunConfig(Section):
     name: str = Field(default="paced", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    eval_every: int = Field(default=20, ge=1)
-    log_every_s: float = Field(default=5.0, gt=0.0)
+    seed: Int = 0
+    eval_every: Int = Field(default=20, ge=1)
+    log_every_s: Float = Field(default=5.0, gt=0.0)
 
 
 class PacedConfig(Section):
@@ -373,21 +451,25 @@ class PacedConfig(Section):
         if self.store.run_name is None:
             self.store.run_name = self.run.name
         sched = self.schedule
-        switch = sched.switch_step if isinstance(sched, TwoStageSchedule) else None
-        if switch is not None and switch >= self.learner.steps:
-            raise ValueError(
-                f"schedule.switch_step ({switch}) must be below learner.steps "
-                f"({self.learner.steps}), or the second stage never runs"
-            )
+        if isinstance(sched, TwoStageSchedule):
+            try:
+                sched.switch_at(self.learner.steps)
+            except ValueError as err:
+                setting = "schedule.switch_step" if sched.switch_step is not None else "schedule.switch_fraction"
+                raise _conflict(str(err), setting, "learner.steps") from None
         if self.rollout.backend == "vllm":
             for section in ("student", "teacher"):
                 if getattr(self, section).gguf_file is not None:
-                    raise ValueError(
-                        f"{section}.gguf_file: the vllm backend loads model directories; convert the GGUF file "
-                        f"once with `paced models import-gguf SRC DIR` and set {section}.path to DIR"
+                    raise _conflict(
+                        f"rollout.backend 'vllm' loads model directories; convert the GGUF file once with "
+                        f"`paced models import-gguf SRC DIR` and set {section}.path to DIR",
+                        f"{section}.gguf_file",
+                        "rollout.backend",
                     )
         elif self.rollout.logprobs:
-            raise ValueError("rollout.logprobs needs rollout.backend 'vllm'")
+            raise _conflict(
+                f"needs rollout.backend 'vllm', got {self.rollout.backend!r}", "rollout.logprobs", "rollout.backend"
+            )
         return self
 
     def to_plain(self, reveal_secrets: bool = False) -> dict[str, Any]:
@@ -405,108 +487,160 @@ class PacedConfig(Section):
 
 # ---------------------------------------------------------------- loading
 
+KeyPath = tuple[str | int, ...]
+"""A place in the plain config data: keys, and list indices as ints (`("data", "train", 1, "path")`)."""
+
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> PacedConfig:
-    """Read a YAML file, apply `section.key=value` overrides (values parsed as YAML), validate."""
+    """Read a YAML file, apply `section.key=value` overrides (see `apply_override`), validate."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from err
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    lines = _line_index(node)
+    raw, lines = _read_yaml(text, str(path))
     for override in overrides:
-        apply_override(raw, override)
+        key = apply_override(raw, override)
         # A value set on the command line is reported as such, not at the file line it replaced.
-        key = tuple(override.partition("=")[0].strip().split("."))
         lines = {p: n for p, n in lines.items() if p[: len(key)] != key}
-        lines[key] = f"--set {mask_url(override)}"
+        lines[key] = _shown(override)
     return validate_config(raw, source=str(path), lines=lines)
 
 
 def validate_config(
-    raw: dict[str, Any], source: str = "<config>", lines: dict[tuple[str, ...], int | str] | None = None
+    raw: dict[str, Any], source: str = "<config>", lines: dict[KeyPath, int | str] | None = None
 ) -> PacedConfig:
-    """Validate plain data as a `PacedConfig`; every error names its dotted path (and file line)."""
+    """Validate plain data as a `PacedConfig`. Each error is one line, `where: dotted.path: message`: `lines`
+    maps key paths to their file line or to the `--set` that gave them, and `where` is the entry nearest the
+    error (`source:LINE` or the `--set`), else `source`."""
     try:
         return PacedConfig.model_validate(raw)
     except ValidationError as err:
-        problems = []
-        for e in err.errors(include_url=False):
-            loc = tuple(str(part) for part in e["loc"])
-            dotted = _dotted(loc, raw) or "(top level)"
-            line = _nearest_line(loc, raw, lines or {})
-            where = line if isinstance(line, str) else f"{source}:{line}" if line else source
-            problems.append(f"{where}: {dotted}: {e['msg']}")
+        problems = [_problem(error, raw, source, lines or {}) for error in err.errors(include_url=False)]
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Set `a.b.c=value` in nested plain data; the value is parsed as YAML (`1e-5`, `true`, `[1, 2]`)."""
+def apply_override(raw: dict[str, Any], override: str) -> KeyPath:
+    """Set `a.b.c=value` in nested plain data and return the path set. The value is parsed as YAML (`1e-5`,
+    `true`, `[1, 2]`); a number indexes a list (`data.train.1.path=x`); missing sections are created."""
     key, sep, value = override.partition("=")
     parts = key.strip().split(".")
+    shown = _shown(override)
     if not sep or not all(parts):
-        raise ConfigError(f"override {override!r}: expected dotted.path=value, e.g. learner.lr=1e-5")
+        raise ConfigError(f"{shown}: expected dotted.path=value, e.g. learner.lr=1e-5")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {override!r}: value is not valid YAML: {err}") from err
-    node = raw
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            prefix = ".".join(parts[: depth + 1])
-            raise ConfigError(f"override {override!r}: {prefix} is a value ({child!r}), not a section")
-        node = child
-    node[parts[-1]] = parsed
-
-
-def _dotted(loc: tuple[str, ...], raw: dict[str, Any]) -> str:
-    """The config path a user wrote: drop pydantic's union-tag segments (e.g. `two_stage`)."""
-    out, node = [], raw
-    for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            out.append(part)
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            # Either a missing key the user must add (keep it) or a union tag (skip it).
-            if part not in _UNION_TAGS:
-                out.append(part)
-                node = None
+    except yaml.YAMLError as err:  # its full text quotes the value, which may be a secret
+        problem = getattr(err, "problem", type(err).__name__)
+        raise ConfigError(f"{shown}: the value is not valid YAML ({problem})") from err
+    path: list[str | int] = []
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        step: str | int = part
+        if isinstance(node, list):
+            if not (part.isdigit() and int(part) < len(node)):
+                indices = f"0 to {len(node) - 1}" if node else "none, it is empty"
+                raise ConfigError(f"{shown}: {_dotted(path)} is a list; {part!r} is not one of its indices ({indices})")
+            step = int(part)
+        elif not isinstance(node, dict):
+            value_shown = "***" if _holds_secret(tuple(path)) else repr(node)
+            raise ConfigError(f"{shown}: {_dotted(path)} is a value ({value_shown}), not a section or a list")
+        path.append(step)
+        if depth == len(parts) - 1:
+            node[step] = parsed
         else:
-            out.append(part)
-            node = None
-    return ".".join(out)
+            child = node.get(step) if isinstance(node, dict) else node[step]
+            if child is None:
+                child = node[step] = {}
+            node = child
+    return tuple(path)
 
 
-_UNION_TAGS = {
-    "builtin", "jsonl", "synthetic", "beta", "uniform", "hard",
-    "forward_kl", "reverse_kl", "jsd", "akl", "constant", "two_stage",
-}  # fmt: skip
+def dump_config(cfg: PacedConfig) -> str:
+    """The resolved config as YAML (secrets masked): what `paced config show` prints."""
+    return yaml.safe_dump(cfg.to_plain(), sort_keys=False)
 
 
-def _nearest_line(
-    loc: tuple[str, ...], raw: dict[str, Any], lines: dict[tuple[str, ...], int | str]
-) -> int | str | None:
-    """The file line (or the --set text) closest to the error's path."""
-    path = tuple(_dotted(loc, raw).split("."))
+def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[KeyPath, int | str]]:
+    """The document as plain data, and the 1-based line of every key path in it. A key repeated in one
+    mapping is an error (a YAML loader would silently keep the last)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        raw = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from err
+    finally:
+        loader.dispose()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    lines: dict[KeyPath, int | str] = {}
+    repeated: list[str] = []
+
+    def walk(n: yaml.Node, prefix: KeyPath) -> None:
+        if isinstance(n, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in n.value:
+                path, line = (*prefix, str(key.value)), key.start_mark.line + 1
+                if path[-1] in first:
+                    repeated.append(
+                        f"{source}:{line}: {_dotted(path)}: key given twice (first on line {first[path[-1]]}); keep one"
+                    )
+                first.setdefault(path[-1], line)
+                lines[path] = line
+                walk(value, path)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                lines[(*prefix, i)] = item.start_mark.line + 1
+                walk(item, (*prefix, i))
+
+    walk(node, ())
+    if repeated:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(repeated))
+    return raw, lines
+
+
+def _problem(error: ErrorDetails, raw: dict[str, Any], source: str, lines: dict[KeyPath, int | str]) -> str:
+    """One pydantic error as `where: dotted.path: message`; a cross-field error is placed at its fields."""
+    fields = (error.get("ctx") or {}).get("fields")
+    missing = error["type"] == "missing"
+    if fields:
+        paths: list[KeyPath] = [tuple(field.split(".")) for field in fields]
+    else:
+        paths = [_user_path(error["loc"], raw, keep_last=missing)]
+    # A missing field comes from the section that lacks it.
+    origins = [_origin(path[:-1] if missing else path, lines) for path in paths]
+    # Of the fields involved, blame the one the command line set, if any.
+    origin = next((o for o in origins if isinstance(o, str)), origins[0])
+    where = origin if isinstance(origin, str) else f"{source}:{origin}" if origin else source
+    return f"{where}: {_dotted(paths[0]) or '(top level)'}: {error['msg']}"
+
+
+def _user_path(loc: tuple[str | int, ...], raw: dict[str, Any], keep_last: bool) -> KeyPath:
+    """The path the user wrote, from a pydantic error location: parts the input does not contain (union
+    tags such as `synthetic`, `two_stage` or `list`) are dropped, but the name of a missing field is kept."""
+    path: list[str | int] = []
+    node: Any = raw
+    for i, part in enumerate(loc):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
+            path.append(part)
+            node = node[part]
+        elif keep_last and i == len(loc) - 1:
+            path.append(part)
+    return tuple(path)
+
+
+def _origin(path: KeyPath, lines: dict[KeyPath, int | str]) -> int | str | None:
+    """Where the value at `path` came from: a `--set` of it or of a value inside it, else the file line of
+    it or of its nearest enclosing section."""
     for key, where in lines.items():
-        if isinstance(where, str) and key[: len(path)] == path:
+        if path and isinstance(where, str) and key[: len(path)] == path:
             return where
     while path:
         if path in lines:
@@ -515,27 +649,33 @@ def _nearest_line(
     return None
 
 
-def _line_index(node: yaml.Node | None) -> dict[tuple[str, ...], int | str]:
-    """Map each key path in a composed YAML document to its 1-based line."""
-    index: dict[tuple[str, ...], int | str] = {}
-
-    def walk(n: yaml.Node, prefix: tuple[str, ...]) -> None:
-        if isinstance(n, yaml.MappingNode):
-            for key, value in n.value:
-                path = (*prefix, str(key.value))
-                index[path] = key.start_mark.line + 1
-                walk(value, path)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                index[(*prefix, str(i))] = item.start_mark.line + 1
-                walk(item, (*prefix, str(i)))
-
-    if node is not None:
-        walk(node, ())
-    return index
+def _dotted(path: KeyPath) -> str:
+    """`("data", "train", 1, "path")` -> `data.train[1].path`."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
 
 
-def dump_config(cfg: PacedConfig) -> str:
-    """The resolved config as YAML (secrets masked): what `paced config show` prints."""
-    return yaml.safe_dump(cfg.to_plain(), sort_keys=False)
+def _secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The paths of the `SecretStr` fields under `model`, e.g. `("store", "url")`."""
+    for name, field in model.model_fields.items():
+        types = get_args(field.annotation) or (field.annotation,)
+        if SecretStr in types:
+            yield (*prefix, name)
+        for kind in types:
+            if isinstance(kind, type) and issubclass(kind, Section):
+                yield from _secret_paths(kind, (*prefix, name))
 
+
+_SECRET_PATHS = frozenset(_secret_paths(PacedConfig))
+
+
+def _holds_secret(path: KeyPath) -> bool:
+    """Whether the value at `path` is a secret, a section holding one, or a part of one."""
+    return any(secret[: len(path)] == path or path[: len(secret)] == secret for secret in _SECRET_PATHS)
+
+
+def _shown(override: str) -> str:
+    """An override as errors quote it, `--set key=value`, with the value masked where it holds a secret."""
+    key, sep, value = override.partition("=")
+    if _holds_secret(tuple(key.strip().split("."))):
+        value = "***"
+    return f"--set {key}{sep}{value}"

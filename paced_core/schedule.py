@@ -9,9 +9,6 @@ stages must run: the switch must fall in 1 .. total_steps - 1.
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
-
 from paced_core.config import ConstantSchedule, LossSpec, ScheduleSpec, TwoStageSchedule
 
 
@@ -25,7 +22,7 @@ class LossSchedule:
         self.total_steps = total_steps
         self.switch_step: int | None = None
         if isinstance(spec, TwoStageSchedule):
-            self.switch_step = switch_step_of(spec, total_steps)
+            self.switch_step = spec.switch_at(total_steps)
 
     def stage(self, step: int) -> int:
         """0 for the first (or only) stage, 1 after the switch."""
@@ -42,19 +39,3 @@ class LossSchedule:
     def state_dict(self) -> dict[str, int | None]:
         return {"total_steps": self.total_steps, "switch_step": self.switch_step}
 
-
-def switch_step_of(spec: TwoStageSchedule, total_steps: int) -> int:
-    """The first step of the second stage; ValueError, naming the setting, when a stage would not run."""
-    if spec.switch_step is not None:
-        switch, setting = spec.switch_step, f"schedule.switch_step {spec.switch_step}"
-    else:
-        fraction = Fraction(repr(spec.switch_fraction))  # the decimal as written: 0.29 is 29/100
-        switch = math.floor(fraction * total_steps)
-        setting = f"schedule.switch_fraction {spec.switch_fraction} of {total_steps} steps (step {switch})"
-    if switch < 1:
-        raise ValueError(f"{setting} switches before the first step: the first stage never runs")
-    if switch >= total_steps:
-        raise ValueError(
-            f"{setting} must be below learner.steps ({total_steps}), or the second stage never runs"
-        )
-    return switch

@@ -13,6 +13,7 @@ from paced_core.config import (
     ConfigError,
     HardKernel,
     TwoStageSchedule,
+    dump_config,
     load_config,
     validate_config,
 )
@@ -112,7 +113,9 @@ def test_every_problem_is_reported_at_once(tmp_path):
 def test_two_stage_needs_exactly_one_switch_and_a_reachable_one(tmp_path):
     with pytest.raises(ConfigError, match="exactly one of switch_step and switch_fraction"):
         load_config(write(tmp_path, MINIMAL + "schedule: {type: two_stage}\n"))
-    with pytest.raises(ConfigError, match="switch_step .100. must be below learner.steps .100."):
+    with pytest.raises(
+        ConfigError, match=r"run\.yaml:3: schedule\.switch_step: 100 must be below learner\.steps .100."
+    ):
         load_config(write(tmp_path, MINIMAL + "schedule: {type: two_stage, switch_step: 100}\n"))
 
 
@@ -167,3 +170,162 @@ def test_cli_check_exits_nonzero_with_the_problem(tmp_path):
         timeout=60,
     )
     assert ok.returncode == 0 and "ok" in ok.stdout
+
+
+def problems(path: Path, overrides: list[str] = ()) -> list[str]:
+    """The problem lines of the ConfigError that loading `path` with `overrides` raises."""
+    with pytest.raises(ConfigError) as err:
+        load_config(path, overrides)
+    return [line.strip() for line in str(err.value).splitlines()[1:]]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "learner.lr=.inf",
+        "learner.lr=.nan",
+        "rollout.temperature=.inf",
+        "store.prior_a=.inf",
+        "scheduler.explore_weight=.inf",
+        "scheduler.floor=.nan",
+        "scheduler.kernel.a=.inf",
+        "learner.grad_clip=-.inf",
+    ],
+)
+def test_infinite_and_nan_numbers_are_rejected(tmp_path, override):
+    path = override.partition("=")[0]
+    assert problems(write(tmp_path, MINIMAL), [override]) == [
+        f"--set {override}: {path}: Input should be a finite number"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "path"),
+    [
+        ("learner.steps=true", "learner.steps"),
+        ("learner.lr=yes", "learner.lr"),
+        ("data.train.levels=[on]", "data.train.levels[0]"),
+    ],
+)
+def test_a_boolean_is_not_a_number(tmp_path, override, path):
+    [problem] = problems(write(tmp_path, MINIMAL), [override])
+    assert problem.startswith(f"--set {override}: {path}: ") and "expected a number, got the boolean true" in problem
+
+
+def test_an_int_or_a_yaml_string_still_reads_as_a_float(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL + "learner: {lr: 1}\n"), ["rollout.temperature=1e-1"])
+    assert (cfg.learner.lr, cfg.rollout.temperature) == (1.0, 0.1)
+
+
+def test_adam_betas_lie_in_zero_to_one(tmp_path):
+    assert problems(write(tmp_path, MINIMAL), ["learner.betas=[2, -1]"]) == [
+        "--set learner.betas=[2, -1]: learner.betas[0]: Input should be less than 1",
+        "--set learner.betas=[2, -1]: learner.betas[1]: Input should be greater than or equal to 0",
+    ]
+    assert load_config(write(tmp_path, MINIMAL), ["learner.betas=[0, 0.95]"]).learner.betas == (0.0, 0.95)
+
+
+def test_template_is_a_known_student_template(tmp_path):
+    [unknown] = problems(write(tmp_path, MINIMAL), ["data.template=boxed"])
+    assert "data.template: Value error, unknown prompt template 'boxed'; known: plain, math_boxed" in unknown
+    [teacher_only] = problems(write(tmp_path, MINIMAL), ["data.template=privileged_context"])
+    assert "shows the reference answer, so it is the teacher's prompt only" in teacher_only
+    assert load_config(write(tmp_path, MINIMAL), ["data.template=gsm8k"]).data.template == "gsm8k"
+
+
+def test_synthetic_levels_are_distinct_levels_the_generator_has(tmp_path):
+    path = write(tmp_path, "student: {path: tiny}\ndata:\n  train: {type: synthetic, levels: [0, 99, -3]}\n")
+    [unknown] = problems(path)
+    assert unknown.startswith("run.yaml:3: data.train.levels: ".replace("run.yaml", str(path))) and "level 0" in unknown
+    [repeated] = problems(write(tmp_path, MINIMAL), ["data.train.levels=[2, 2]"])
+    assert "data.train.levels: " in repeated and "distinct levels" in repeated
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    path = write(tmp_path, MINIMAL + "learner:\n  steps: 10\n  lr: 1.0e-3\n  steps: 20\n")
+    assert problems(path) == [f"{path}:6: learner.steps: key given twice (first on line 4); keep one"]
+
+
+def test_an_error_inside_a_union_names_the_users_path_and_only_the_member_given(tmp_path):
+    assert problems(write(tmp_path, MINIMAL), ["data.train.n=0"]) == [
+        "--set data.train.n=0: data.train.n: Input should be greater than or equal to 1"
+    ]
+    path = write(tmp_path, "student: {path: tiny}\ndata:\n  train:\n    - {type: synthetic}\n    - {type: jsonl}\n")
+    assert problems(path) == [f"{path}:5: data.train[1].path: Field required"]
+
+
+def test_a_bare_value_for_a_union_section_is_reported_at_the_section(tmp_path):
+    path = write(tmp_path, MINIMAL + "scheduler:\n  kernel: hard\n")
+    assert problems(path) == [
+        f"{path}:4: scheduler.kernel: Input should be a valid dictionary or object to extract fields from"
+    ]
+
+
+def test_a_cross_field_error_is_placed_at_its_fields_and_the_set_that_gave_one(tmp_path):
+    path = write(tmp_path, MINIMAL + "schedule: {type: two_stage, switch_fraction: 0.5}\n")
+    overrides = ["schedule.switch_fraction=null", "schedule.switch_step=100"]
+    assert problems(path, overrides) == [
+        "--set schedule.switch_step=100: schedule.switch_step: 100 must be below learner.steps (100), "
+        "or the second stage never runs"
+    ]
+    assert problems(path, ["rollout.logprobs=true"]) == [
+        "--set rollout.logprobs=true: rollout.logprobs: needs rollout.backend 'vllm', got 'hf'"
+    ]
+    assert problems(path, ["learner.steps=1"]) == [
+        "--set learner.steps=1: schedule.switch_fraction: 0.5 of 1 steps (step 0) switches before the first "
+        "step: the first stage never runs"
+    ]
+
+
+def test_an_override_indexes_a_list(tmp_path):
+    path = write(
+        tmp_path, "student: {path: tiny}\ndata:\n  train:\n    - {type: synthetic}\n    - {type: synthetic, seed: 1}\n"
+    )
+    cfg = load_config(path, ["data.train.1.n=5", "data.train.0={type: builtin, name: gsm8k}"])
+    assert cfg.data.train[1].n == 5 and cfg.data.train[0].name == "gsm8k"
+    with pytest.raises(
+        ConfigError, match=r"--set data\.train\.2\.n=5: data\.train is a list; '2' is not one of its indices \(0 to 1\)"
+    ):
+        load_config(path, ["data.train.2.n=5"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "dashboard.token=123456789",
+        "dashboard={token: 123456789}",
+        "dashboard.token.x=123456789",
+        "dashboard.token=[123456789",
+        "store.url=[123456789]",
+    ],
+)
+def test_a_secret_never_appears_in_an_error(tmp_path, override):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, MINIMAL), [override])
+    assert "123456789" not in str(err.value) and "=***" in str(err.value)
+
+
+def test_a_secret_in_the_file_never_appears_in_an_error(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, MINIMAL + "dashboard: {token: 123456789}\n"), ["dashboard.token.x=1"])
+    assert "123456789" not in str(err.value)
+
+
+def test_shown_secrets_fail_to_reload_instead_of_becoming_the_secrets(tmp_path):
+    text = MINIMAL + "store: {url: 'redis://user:hunter2@db:6379/0'}\ndashboard: {token: hunter2}\n"
+    shown = dump_config(load_config(write(tmp_path, text)))
+    reloaded = problems(write(tmp_path, shown))
+    assert len(reloaded) == 2
+    assert "store.url: Value error, the password in 'redis://user:***@db:6379/0' is the mask" in reloaded[0]
+    assert "dashboard.token: Value error, this is the mask `paced config show` prints" in reloaded[1]
+
+
+@pytest.mark.parametrize(
+    "config", sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "configs" / "gpu").glob("*.yaml")), ids=str
+)
+def test_every_shipped_config_checks_and_its_shown_form_revalidates(tmp_path, capsys, config):
+    assert main(["config", "check", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"{config}: ok (")
+    assert main(["config", "show", str(config)]) == 0
+    shown = write(tmp_path, capsys.readouterr().out)
+    assert load_config(shown).to_plain() == load_config(config).to_plain()
