@@ -37,7 +37,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from paced_core import weighting
 from paced_core.redact import mask_url
-from paced_core.tasks import BUILTIN_TEMPLATES, get_template, synthetic_arithmetic
+from paced_core.tasks import BUILTIN_DATASETS, BUILTIN_TEMPLATES, get_template, synthetic_arithmetic
 
 
 class ConfigError(ValueError):
@@ -111,6 +111,13 @@ class TeacherConfig(Section):
 class BuiltinData(Section):
     type: Literal["builtin"] = "builtin"
     name: str
+
+    @field_validator("name")
+    @classmethod
+    def _shipped(cls, name: str) -> str:
+        if name not in BUILTIN_DATASETS:
+            raise ValueError(f"unknown built-in dataset {name!r}; the package ships {', '.join(BUILTIN_DATASETS)}")
+        return name
 
 
 class JsonlData(Section):

@@ -281,8 +281,8 @@ def test_an_override_indexes_a_list(tmp_path):
     path = write(
         tmp_path, "student: {path: tiny}\ndata:\n  train:\n    - {type: synthetic}\n    - {type: synthetic, seed: 1}\n"
     )
-    cfg = load_config(path, ["data.train.1.n=5", "data.train.0={type: builtin, name: gsm8k}"])
-    assert cfg.data.train[1].n == 5 and cfg.data.train[0].name == "gsm8k"
+    cfg = load_config(path, ["data.train.1.n=5", "data.train.0={type: builtin, name: gsm8k_train}"])
+    assert cfg.data.train[1].n == 5 and cfg.data.train[0].name == "gsm8k_train"
     with pytest.raises(
         ConfigError, match=r"--set data\.train\.2\.n=5: data\.train is a list; '2' is not one of its indices \(0 to 1\)"
     ):
@@ -329,3 +329,10 @@ def test_every_shipped_config_checks_and_its_shown_form_revalidates(tmp_path, ca
     assert main(["config", "show", str(config)]) == 0
     shown = write(tmp_path, capsys.readouterr().out)
     assert load_config(shown).to_plain() == load_config(config).to_plain()
+
+
+def test_a_builtin_dataset_is_one_the_package_ships(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    assert load_config(path, ["data.heldout={type: builtin, name: mmlu}"]).data.heldout.name == "mmlu"
+    with pytest.raises(ConfigError, match=r"data\.heldout\.name: Value error, unknown built-in dataset 'math5000'"):
+        load_config(path, ["data.heldout={type: builtin, name: math5000}"])
