@@ -104,6 +104,15 @@ class TeacherConfig(Section):
     reference_samples: Int = Field(default=1, ge=1)
     reference_temperature: Float = Field(default=0.0, ge=0.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "serving" in data:
+            raise ValueError(
+                "teacher.serving was replaced by teacher.logits: 'full' (was colocated) or 'topk' (was remote_topk)"
+            )
+        return data
+
 
 # ---------------------------------------------------------------- data
 
@@ -336,7 +345,7 @@ class TwoStageSchedule(Section):
     type: Literal["two_stage"] = "two_stage"
     first: LossSpec = Field(default_factory=ForwardKL)
     second: LossSpec = Field(default_factory=ReverseKL)
-    switch_step: Int | None = Field(default=None, ge=0)
+    switch_step: Int | None = Field(default=None, ge=1)
     switch_fraction: Float | None = Field(default=None, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
@@ -619,8 +628,8 @@ def _problem(error: ErrorDetails, raw: dict[str, Any], source: str, lines: dict[
         paths: list[KeyPath] = [tuple(field.split(".")) for field in fields]
     else:
         paths = [_user_path(error["loc"], raw, keep_last=missing)]
-    # A missing field comes from the section that lacks it.
-    origins = [_origin(path[:-1] if missing else path, lines) for path in paths]
+    # A missing field comes from the section that lacks it (not from a --set of a sibling inside it).
+    origins = [_origin(path[:-1], lines, inside=False) if missing else _origin(path, lines) for path in paths]
     # Of the fields involved, blame the one the command line set, if any.
     origin = next((o for o in origins if isinstance(o, str)), origins[0])
     where = origin if isinstance(origin, str) else f"{source}:{origin}" if origin else source
@@ -643,11 +652,11 @@ def _user_path(loc: tuple[str | int, ...], raw: dict[str, Any], keep_last: bool)
     return tuple(path)
 
 
-def _origin(path: KeyPath, lines: dict[KeyPath, int | str]) -> int | str | None:
-    """Where the value at `path` came from: a `--set` of it or of a value inside it, else the file line of
-    it or of its nearest enclosing section."""
+def _origin(path: KeyPath, lines: dict[KeyPath, int | str], inside: bool = True) -> int | str | None:
+    """Where the value at `path` came from: a `--set` of it or (with `inside`) of a value inside it, else
+    the file line of it or of its nearest enclosing section."""
     for key, where in lines.items():
-        if path and isinstance(where, str) and key[: len(path)] == path:
+        if path and isinstance(where, str) and (key[: len(path)] == path if inside else key == path):
             return where
     while path:
         if path in lines:

@@ -211,9 +211,7 @@ def reverse_kl(student_logits, teacher_logits, mask=None, *, chunk_size: int | N
     return _divergence(_rkl_kernel, student_logits, teacher_logits, mask, chunk_size)
 
 
-def jsd(
-    student_logits, teacher_logits, mask=None, *, beta: float = 0.5, chunk_size: int | None = DEFAULT_CHUNK
-):
+def jsd(student_logits, teacher_logits, mask=None, *, beta: float = 0.5, chunk_size: int | None = DEFAULT_CHUNK):
     """beta KL(P_T || M) + (1 - beta) KL(P_S || M), M = beta P_T + (1 - beta) P_S, beta in [0, 1].
 
     beta = 0 and beta = 1 give 0 (M equals the distribution being compared); beta = 0.5 is symmetric.
@@ -222,9 +220,7 @@ def jsd(
     return _divergence(_jsd_kernel(beta), student_logits, teacher_logits, mask, chunk_size)
 
 
-def akl(
-    student_logits, teacher_logits, mask=None, *, mu: float = 0.5, chunk_size: int | None = DEFAULT_CHUNK
-):
+def akl(student_logits, teacher_logits, mask=None, *, mu: float = 0.5, chunk_size: int | None = DEFAULT_CHUNK):
     """Adaptive KL (Wu et al. 2024): r_head FKL + r_tail RKL per token, ratios from `akl_ratios`.
 
     The ratios are constants for the gradient. Sorting costs O(V log V) per token.
@@ -266,33 +262,46 @@ def _kernel_for(kind: str, beta: float, mu: float) -> Kernel:
     raise ValueError(f"unknown divergence {kind!r}; expected one of {sorted(DIVERGENCES)}")
 
 
-def topk_logprobs(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_logprobs(logits: torch.Tensor, k: int, chunk_size: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """A served teacher's view of its logits: (top-k token ids, their log-probs), each [..., T, k];
-    log-probs in float32 (float64 for float64 logits)."""
-    logp = F.log_softmax(_upcast(logits), dim=-1)
-    values, ids = logp.topk(k, dim=-1)
-    return ids, values
+    log-probs in float32 (float64 for float64 logits). Rows are reduced `chunk_size` at a time, so the
+    only full-size tensor is the input."""
+    lead, vocab = logits.shape[:-1], logits.shape[-1]
+    flat = logits.reshape(-1, vocab)
+    ids = torch.empty(flat.shape[0], k, dtype=torch.long, device=logits.device)
+    values = torch.empty(flat.shape[0], k, dtype=_upcast(logits[..., :0]).dtype, device=logits.device)
+    for start in range(0, flat.shape[0], chunk_size):
+        rows = _upcast(flat[start : start + chunk_size])
+        top, top_ids = rows.topk(k, dim=-1)
+        values[start : start + chunk_size] = top - rows.logsumexp(-1, keepdim=True)
+        ids[start : start + chunk_size] = top_ids
+    return ids.reshape(*lead, k), values.reshape(*lead, k)
 
 
 def _student_buckets(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Student log-probs [C, V] logits -> [C, k + 1]: the k teacher ids, then one bucket for the rest.
 
     The tail is computed exactly, log sum_{v not in ids} P_S(v), by a logsumexp over the logits with the
-    k ids excluded, so it keeps its gradient however small it is."""
+    k ids excluded, so it keeps its gradient however small it is. -inf logits are clamped to the lowest
+    finite value (probability 0 all the same, and clamping passes them no gradient), so a bucket every
+    one of whose tokens is excluded has a finite log-prob and no NaN gradient."""
+    logits = logits.clamp_min(torch.finfo(logits.dtype).min)
     log_norm = logits.logsumexp(-1, keepdim=True)
     top = logits.gather(-1, ids) - log_norm
-    tail = logits.scatter(-1, ids, -math.inf).logsumexp(-1, keepdim=True) - log_norm
+    tail = logits.scatter(-1, ids, torch.finfo(logits.dtype).min).logsumexp(-1, keepdim=True) - log_norm
     return torch.cat([top, tail], dim=-1)
 
 
 def _teacher_buckets(topk_logprobs: torch.Tensor, eps: float) -> torch.Tensor:
     """Teacher top-k log-probs [C, k] -> [C, k + 1], the tail bucket holding 1 - sum(top-k probs).
 
-    The tail is floored at k * eps (eps: the machine epsilon of the dtype the log-probs arrived in),
+    The tail is floored at k * eps (eps: float32's machine epsilon, or float64's for float64 log-probs),
     the rounding error of the top-k mass itself: a served teacher's top-k can sum to 1 or more in its
     own precision, and an empty tail would make reverse KL infinite for any student with tail mass.
-    The k + 1 buckets are then renormalised to sum to exactly 1."""
+    (Log-probs sent in bfloat16 or float16 carry a larger error than that floor; send float32.) -inf
+    log-probs are clamped as in `_student_buckets`. The k + 1 buckets are renormalised to sum to 1."""
     k = topk_logprobs.shape[-1]
+    topk_logprobs = topk_logprobs.clamp_min(torch.finfo(topk_logprobs.dtype).min)
     tail = (1.0 - topk_logprobs.exp().sum(-1, keepdim=True)).clamp_min(k * eps).log()
     buckets = torch.cat([topk_logprobs, tail], dim=-1)
     return buckets - buckets.logsumexp(-1, keepdim=True)
@@ -317,7 +326,8 @@ class _ChunkedTopk(torch.autograd.Function):
     @staticmethod
     def _value(s_rows, t_rows, ids, kernel):
         logp_s = _student_buckets(_upcast(s_rows), ids)
-        logp_t = _teacher_buckets(_upcast(t_rows), torch.finfo(t_rows.dtype).eps)
+        eps = min(torch.finfo(t_rows.dtype).eps, torch.finfo(torch.float32).eps)
+        logp_t = _teacher_buckets(_upcast(t_rows), eps)
         return kernel(logp_s, logp_t, False, False)[0]
 
     @staticmethod

@@ -23,7 +23,9 @@ class WeightedSampler:
     """Draw problem ids in proportion to non-negative weights; all weights start at 0."""
 
     def __init__(self, n: int) -> None:
-        n = operator.index(n)  # any integer (numpy's too), never a float or a bool's cousin str
+        if isinstance(n, bool):
+            raise TypeError("a sampler's size is an integer, not a bool")
+        n = operator.index(n)  # any integer, numpy's too; a float raises TypeError
         if n < 1:
             raise ValueError(f"a sampler needs at least one id; got n={n}")
         self.n = n
@@ -86,9 +88,9 @@ class WeightedSampler:
 
     def load_weights(self, weights: np.ndarray | list[float]) -> None:
         """Replace every weight at once in O(n): the fast path for building or rebuilding."""
-        weights = np.asarray(weights, dtype=np.float64).reshape(-1)
-        if weights.size != self.n:
-            raise ValueError(f"load_weights needs {self.n} weights; got {weights.size}")
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.ndim != 1 or weights.size != self.n:
+            raise ValueError(f"load_weights needs a flat list of {self.n} weights; got shape {weights.shape}")
         if not np.all(np.isfinite(weights)) or (self.n and weights.min() < 0):
             bad = int(np.flatnonzero(~np.isfinite(weights) | (weights < 0))[0])
             raise ValueError(f"weights must be finite and >= 0; id {bad} got {weights[bad]}")
@@ -105,9 +107,7 @@ class WeightedSampler:
             lo //= 2
         self._positive = int(np.count_nonzero(weights > 0))
 
-    def sample(
-        self, k: int, seed: int | np.random.Generator | None = None, replace: bool = True
-    ) -> np.ndarray:
+    def sample(self, k: int, seed: int | np.random.Generator | None = None, replace: bool = True) -> np.ndarray:
         """Draw k ids with P(id) = w[id] / total.
 
         With replace=False the draw is successive sampling without replacement (each next id in
@@ -168,7 +168,7 @@ class WeightedSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or "weights" not in state:
             raise ValueError(f"sampler state must be a dict with 'n' and 'weights'; got {type(state).__name__}")
-        if state.get("n") != self.n:
+        if type(state.get("n")) is not int or state["n"] != self.n:
             raise ValueError(f"sampler state is for n={state.get('n')}, this sampler has n={self.n}")
         self.load_weights(state["weights"])
 

@@ -38,4 +38,3 @@ class LossSchedule:
 
     def state_dict(self) -> dict[str, int | None]:
         return {"total_steps": self.total_steps, "switch_step": self.switch_step}
-

@@ -123,9 +123,7 @@ BUILTIN_DATASETS: tuple[str, ...] = tuple(_BUILTIN_FILES)
 """Names accepted by `builtin_dataset`. Provenance, licences and row counts: `paced_core/data/SOURCES.md`."""
 
 
-def load_jsonl(
-    path: str | os.PathLike[str], *, dataset: str | None = None, limit: int | None = None
-) -> list[Problem]:
+def load_jsonl(path: str | os.PathLike[str], *, dataset: str | None = None, limit: int | None = None) -> list[Problem]:
     """Read problems from a JSON-lines file in the uniform schema.
 
     A math row has string fields `id`, `problem` and `answer` and becomes checker "math"; an optional field
@@ -362,9 +360,7 @@ def synthetic_arithmetic(n: int, *, levels: Sequence[int] = (1, 2, 3, 4, 5), see
             f"{tuple(_LEVELS)}"
         )
     if not levels or len(set(levels)) != len(levels):
-        raise ValueError(
-            f"synthetic_arithmetic(levels={tuple(levels)}): give distinct levels from {tuple(_LEVELS)}"
-        )
+        raise ValueError(f"synthetic_arithmetic(levels={tuple(levels)}): give distinct levels from {tuple(_LEVELS)}")
     rng = random.Random(seed)
     seen: set[str] = set()
     problems = []
@@ -392,9 +388,7 @@ def synthetic_arithmetic(n: int, *, levels: Sequence[int] = (1, 2, 3, 4, 5), see
     return problems
 
 
-def split_heldout(
-    problems: Sequence[Problem], frac: float, seed: int = 0
-) -> tuple[list[Problem], list[Problem]]:
+def split_heldout(problems: Sequence[Problem], frac: float, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
     """Split into (train, heldout), with `round(frac * len(problems))` problems held out.
 
     A problem is held out when sha256(f"{seed}:{id}") is among the smallest keys, so the split depends only
@@ -488,10 +482,7 @@ _TEMPLATES: dict[str, PromptTemplate] = {
         # GSM8K answers are bare integers; asking for a bare number keeps units and "$" out of the box.
         PromptTemplate(
             name="gsm8k",
-            text=(
-                "{prompt}\nLet's think step by step and output the final answer, a number only, "
-                "within \\boxed{}."
-            ),
+            text=("{prompt}\nLet's think step by step and output the final answer, a number only, within \\boxed{}."),
         ),
         # The teacher prompt in self-distillation: the same model, shown the gold answer, so that its
         # token distribution is a better target for the student, who sees the problem without it.

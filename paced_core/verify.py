@@ -79,6 +79,7 @@ class Verdict:
 
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BOX_START = re.compile("|".join(re.escape(command) for command in _BOX_COMMANDS))
 _BOX_TOKEN = re.compile(r"[^\s$]+")
 # An escaped character (e.g. \{ in a set) never opens or closes a group.
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
@@ -88,8 +89,8 @@ _ANSWER_LINE = re.compile(
     r"^[ \t*_#>]*(?:final[ \t]+)?answer[ \t*_]*:[ \t*_$]*(?P<value>[^\n]*)$",
     re.IGNORECASE | re.MULTILINE,
 )
-# Thousands groups only when a full group of three follows each comma ("1,0000" is not 10,000).
-_FINAL_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?![\d,])|\d+|(?=\.\d))(?:\.\d+)?(?:/\d+)?")
+# Thousands groups only when no digit follows the last group ("1,0000" is not 10,000; "1,500, so" is 1500).
+_FINAL_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+|(?=\.\d))(?:\.\d+)?(?:/\d+)?")
 # Minus signs a model may write instead of ASCII "-": U+2212 (minus), U+2013 (en dash), U+FE63, U+FF0D.
 _MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-", "\ufe63": "-", "\uff0d": "-"})
 
@@ -129,18 +130,13 @@ def _box_content(text: str, start: int, command: str, closing: dict[int, int]) -
 
 def _last_boxed(text: str) -> str | None:
     """The content of the last well-formed `\\boxed{...}`, `\\boxed X` or `\\fbox{...}` in `text`."""
-    end = len(text)
-    closing: dict[int, int] | None = None
-    while True:
-        start, command = max((text.rfind(command, 0, end), command) for command in _BOX_COMMANDS)
-        if start < 0:
-            return None
-        if closing is None:
-            closing = _closing_braces(text)
-        content = _box_content(text, start, command, closing)
+    starts = list(_BOX_START.finditer(text))
+    closing = _closing_braces(text) if starts else {}
+    for start in reversed(starts):
+        content = _box_content(text, start.start(), start.group(), closing)
         if content is not None:
             return content
-        end = start
+    return None
 
 
 def extract_answer(response: str) -> str | None:
@@ -149,8 +145,8 @@ def extract_answer(response: str) -> str | None:
     In order of preference:
     1. the content of the last well-formed `\\boxed{...}` / `\\fbox{...}` (nested braces and escaped
        braces are handled; `\\boxed 5` gives "5"; an unclosed box, as in a truncated response, is skipped);
-    2. the value on the last line of the form `Answer: X` (case-insensitive, also `Final answer:` and
-       markdown emphasis), with surrounding `$`, `*` and a trailing period removed;
+    2. the value on the last non-empty line of the form `Answer: X` (case-insensitive, also
+       `Final answer:` and markdown emphasis), with surrounding `$`, `*` and a trailing period removed;
     3. the last number in the text: an integer, decimal (`.5` too), negative number (also with a Unicode
        minus sign) or fraction `3/4`; thousands commas are removed (`1,234` gives "1234").
 
@@ -159,9 +155,8 @@ def extract_answer(response: str) -> str | None:
     boxed = _last_boxed(response)
     if boxed is not None:
         return boxed
-    answer_lines = _ANSWER_LINE.findall(response)
-    if answer_lines:
-        value = answer_lines[-1].rstrip(" \t.$*").lstrip("$ ")
+    for line in reversed(_ANSWER_LINE.findall(response)):  # the last "Answer:" line that says something
+        value = line.rstrip(" \t.$*").lstrip("$ ")
         if value:
             return value
     numbers = _FINAL_NUMBER.findall(response.translate(_MINUS_SIGNS))
@@ -226,15 +221,16 @@ def check_exact(gold: str, response: str) -> Verdict:
 _CHOICE_LETTERS = "ABCDEFGHIJ"
 _LETTER_IN_BOX = re.compile(r"(?<![A-Za-z])([A-Ja-j])(?![A-Za-z])")
 # After "answer" / "answer is" / "answer:": a letter in parentheses (any case); a bare capital, except
-# that "A" or "I" followed by a lowercase word is the article or the pronoun ("Answer: I think it's B");
-# or a bare lowercase letter that ends the line or sentence ("Answer: b."), since "answer is a number"
-# is prose. One character class after "answer", so a long run of spaces cannot backtrack quadratically.
+# that "I" followed by a lowercase word or an apostrophe is the pronoun ("Answer: I think it's B"); or a
+# bare lowercase letter that ends the sentence or the line ("Answer: b."), since "answer is a number" is
+# prose. Each run of spaces is matched once, by a class that nothing after it can also match, so a long
+# run cannot make the pattern backtrack quadratically.
 _ANSWER_PHRASE = re.compile(
     r"(?i:answer)(?:\s+is)?[\s:*]*"
-    r"(?:\(([A-Ja-j])\)|([B-HJ])(?![A-Za-z])|([AI])(?![A-Za-z])(?![ \t]+[a-z'])|([a-j])(?=[ \t]*[.)]?[ \t]*$))",
+    r"(?:\(([A-Ja-j])\)|([A-HJ])(?![A-Za-z])|(I)(?![A-Za-z'])(?![ \t]+[a-z])|([a-j])(?=[.)]|[ \t]*$))",
     re.MULTILINE,
 )
-_PARENTHESISED_LETTER = re.compile(r"\(([A-Ja-j])\)")
+_PARENTHESISED_LETTER = re.compile(r"\(([A-J])\)")  # capitals only: "(i)", "(ii)" number a list
 _STANDALONE_LETTER = re.compile(r"\b([A-J])\b")
 
 
@@ -254,7 +250,7 @@ def _extract_choice(response: str) -> str | None:
     for pattern in (_PARENTHESISED_LETTER, _STANDALONE_LETTER):
         letters = pattern.findall(response)
         if letters:
-            return letters[-1].upper()
+            return letters[-1]
     return None
 
 
@@ -551,9 +547,7 @@ class MathVerifier:
         """The pool, started if needed. When nothing is in flight (`idle`), a pool whose worker died while
         idle (killed, out of memory) is replaced first: the executor only notices a dead worker once a
         task is on it, and the item of that task would be blamed for a death it did not cause."""
-        if self._pool is not None and idle and any(
-            not process.is_alive() for process in (self._pool._processes or {}).values()
-        ):
+        if self._pool is not None and idle and not self._workers_alive(self._pool):
             logger.warning("a math verifier worker died while idle; restarting the pool")
             self._discard_pool()
         if self._pool is None:
@@ -583,6 +577,17 @@ class MathVerifier:
                 "point with `if __name__ == '__main__':`."
             ) from cause
         return pool
+
+    @staticmethod
+    def _workers_alive(pool: ProcessPoolExecutor) -> bool:
+        """Whether every worker of an idle pool is alive. The executor's manager thread may be changing its
+        process table; a table that changed while read is taken as alive (the task's own failure, if any,
+        is then handled as a crash)."""
+        try:
+            processes = list((pool._processes or {}).values())
+        except RuntimeError:
+            return True
+        return all(process.is_alive() for process in processes)
 
     def _discard_pool(self) -> None:
         if self._pool is not None:

@@ -260,9 +260,7 @@ class Learner:
             # The view a served teacher gives: its top-k log-probs, the rest in one tail bucket.
             ids, logprobs = topk_logprobs(teacher_logits, self.cfg.teacher.topk)
             del teacher_logits
-            per_token = topk_divergence(
-                student_logits, ids, logprobs, mask, kind=spec.kind, chunk_size=chunk, **kwargs
-            )
+            per_token = topk_divergence(student_logits, ids, logprobs, mask, kind=spec.kind, chunk_size=chunk, **kwargs)
         else:
             per_token = DIVERGENCES[spec.kind](student_logits, teacher_logits, mask, chunk_size=chunk, **kwargs)
         p_hat = np.array([e.p_hat for e in self.store.estimates([s.problem_id for s in seqs])])

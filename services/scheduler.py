@@ -103,6 +103,11 @@ class Scheduler:
 
     def next_requests(self, k: int, samples_per_problem: int, role: str = "student") -> list[RolloutRequest]:
         """k rollout requests drawn from the rollout tree (distinct problems while possible)."""
+        if self.rollout_tree.positive() == 0:
+            raise ValueError(
+                "no problem can be drawn for rollouts: every rollout weight is 0 (scheduler.floor and "
+                "scheduler.explore_weight are 0, and the kernel gives 0 at every pass rate); set scheduler.floor > 0"
+            )
         draw = self.rollout_tree.sample(min(k, self.rollout_tree.positive()), seed=self._rng, replace=False)
         return self.requests_for(draw, samples_per_problem, role)
 

@@ -370,3 +370,37 @@ def test_akl_with_mu_one_is_forward_kl_at_a_large_vocabulary():
     r_head, _ = akl_ratios(torch.log_softmax(s, -1), torch.log_softmax(t, -1), 1.0)
     assert (r_head == 1).all()
     torch.testing.assert_close(akl(s, t, mu=1.0), forward_kl(s, t))
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+def test_topk_with_excluded_tokens_has_finite_gradients(kind):
+    """A student that excludes every token outside the teacher's top-k, and a teacher with fewer than k
+    finite log-probs: values and gradients stay finite."""
+    vocab, k = 8, 3
+    t = torch.full((2, 2, vocab), -torch.inf)
+    t[..., :2] = torch.randn(2, 2, 2)  # only 2 finite teacher logits, so the top-3 holds a -inf
+    ids, logp = topk_logprobs(t, k)
+    s = torch.full((2, 2, vocab), -torch.inf)
+    s[..., :2] = torch.randn(2, 2, 2)
+    s.requires_grad_()
+    value = topk_divergence(s, ids, logp, kind=kind)
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(s.grad).all()
+
+
+def test_topk_floor_does_not_grow_with_low_precision_log_probs():
+    """bfloat16 log-probs get float32's floor, not k times bfloat16's epsilon (0.5 at k = 64)."""
+    t = torch.randn(1, 4, 1000) * 4
+    ids, logp = topk_logprobs(t, 64)
+    got = topk_divergence(t, ids, logp.bfloat16().float(), kind="forward_kl")
+    direct = topk_divergence(t, ids, logp.bfloat16(), kind="forward_kl")
+    torch.testing.assert_close(direct, got)
+    assert direct.max() < 0.05  # the student is the teacher: only bf16 rounding separates them
+
+
+def test_topk_logprobs_equal_the_log_softmax_top_k_in_chunks():
+    t = torch.randn(3, 50, 40)
+    ids, logp = topk_logprobs(t, 5, chunk_size=7)
+    expected_logp, expected_ids = torch.log_softmax(t, -1).topk(5, dim=-1)
+    torch.testing.assert_close(logp, expected_logp)
+    assert torch.equal(ids, expected_ids)

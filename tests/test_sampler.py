@@ -190,3 +190,13 @@ def test_numpy_integers_and_bad_states_get_clear_errors():
         sampler.update(np.array([2**64 - 1], dtype=np.uint64), [1.0])
     with pytest.raises(ValueError, match="id 3 got nan"):
         sampler.load_weights([0, 0, 0, float("nan"), 0])
+
+
+def test_a_bool_size_and_malformed_states_are_refused():
+    with pytest.raises(TypeError, match="not a bool"):
+        WeightedSampler(True)
+    sampler = WeightedSampler(3)
+    with pytest.raises(ValueError, match="sampler state is for n=3.0"):
+        sampler.load_state_dict({"n": 3.0, "weights": [1, 2, 3]})
+    with pytest.raises(ValueError, match=r"flat list of 3 weights; got shape \(1, 3\)"):
+        sampler.load_state_dict({"n": 3, "weights": [[1, 2, 3]]})

@@ -1,6 +1,7 @@
 """The scheduler: rollout draws follow max(w, floor), unseen problems are explored, stale ones re-explored."""
 
 import numpy as np
+import pytest
 
 from paced_core.config import SchedulerConfig
 from paced_core.passrate import Estimate
@@ -68,3 +69,10 @@ def test_summary_splits_the_pool_by_pass_rate():
     s = sched.summary()
     assert s["seen"] == 0.75
     assert (s["near0"], s["mid"], s["near1"]) == (1 / 3, 1 / 3, 1 / 3)
+
+
+def test_a_pool_with_no_drawable_problem_is_an_error_naming_the_floor():
+    sched = Scheduler(POOL, SchedulerConfig(floor=0.0, explore_weight=0.0))
+    sched.observe({p.id: est(1.0) for p in POOL})  # mastered everywhere: p(1 - p) = 0 and no floor
+    with pytest.raises(ValueError, match=r"set scheduler\.floor > 0"):
+        sched.next_requests(4, 2)

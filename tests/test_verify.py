@@ -67,6 +67,8 @@ def _started_workers(verifier: MathVerifier) -> list[multiprocessing.Process]:
         ("it drops to \u22127 degrees", "-7"),  # a Unicode minus sign
         ("a loss of -.5", "-.5"),
         ("the code is 1,0000", "0000"),  # not a thousands group: four digits follow the comma
+        ("The total is 1,500, and that is final.", "1500"),
+        ("Answer: 7\n\nCheck: 2+3=5\nAnswer:", "7"),  # an empty "Answer:" line says nothing
         ("no digits here", None),
         ("", None),
     ],
@@ -134,7 +136,8 @@ def test_check_exact_without_answer() -> None:
         ("Answer: I think it's C", "C"),  # "I" is the pronoun, not choice I
         ("Answer: c", "C"),
         ("the answer is b.", "B"),
-        ("The answer is a number, namely (c)", "C"),
+        ("The answer is C because A is wrong.", "C"),
+        ("Answer: A is wrong, so C", "A"),  # "A" after "answer" is the choice, not the article
     ],
 )
 def test_check_choice_extraction(response: str, letter: str) -> None:
@@ -317,8 +320,9 @@ def test_a_number_too_long_for_int_grades_instead_of_raising(verifier: MathVerif
         "Answer: x" + " " * 64_000 + "y",  # a long line after "Answer:"
         "\\boxed{" * 9_000,  # thousands of unclosed boxes
         "answer" + " " * 64_000 + "!",  # a long run of spaces after "answer"
+        "answer: b" + " " * 64_000 + "x",  # ... after a lowercase letter
     ],
-    ids=["answer-line", "unclosed-boxes", "answer-phrase"],
+    ids=["answer-line", "unclosed-boxes", "answer-phrase", "answer-letter"],
 )
 def test_extraction_of_a_long_degenerate_response_does_not_stall(response: str) -> None:
     """Extraction runs in the caller, outside the workers' timeouts: it must stay linear in the length.
