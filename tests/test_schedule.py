@@ -46,7 +46,7 @@ def test_a_fraction_switches_at_the_decimal_it_is_written_as():
     [
         (TwoStageSchedule(switch_fraction=0.05), 10, "first stage never runs"),
         (TwoStageSchedule(switch_fraction=0.3), 3, "first stage never runs"),
-        (TwoStageSchedule(switch_step=0), 10, "first stage never runs"),
+        (TwoStageSchedule(switch_fraction=0.01), 50, "first stage never runs"),
         (TwoStageSchedule(switch_step=50), 10, "second stage never runs"),
         (TwoStageSchedule(switch_step=10), 10, "second stage never runs"),
     ],
