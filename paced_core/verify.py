@@ -79,7 +79,6 @@ class Verdict:
 
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
-_BOX_START = re.compile("|".join(re.escape(command) for command in _BOX_COMMANDS))
 _BOX_TOKEN = re.compile(r"[^\s$]+")
 # An escaped character (e.g. \{ in a set) never opens or closes a group.
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
@@ -95,48 +94,61 @@ _FINAL_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+|(?=\.\d
 _MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-", "\ufe63": "-", "\uff0d": "-"})
 
 
-def _closing_braces(text: str) -> dict[int, int]:
-    """For each `{` in `text` that is closed, the position of its matching `}`; one pass, so finding every
-    box of a response is linear in its length however many boxes are left unclosed."""
-    closing: dict[int, int] = {}
-    opened: list[int] = []
-    for token in _BRACE_OR_ESCAPE.finditer(text):
+def _group_end(text: str, i: int, limit: int) -> int | None:
+    """The position of the `}` closing the `{` at `text[i]`, if it closes before `limit`."""
+    depth = 0
+    for token in _BRACE_OR_ESCAPE.finditer(text, i, limit):
         if token.group() == "{":
-            opened.append(token.start())
-        elif token.group() == "}" and opened:
-            closing[opened.pop()] = token.start()
-    return closing
+            depth += 1
+        elif token.group() == "}":
+            depth -= 1
+            if depth == 0:
+                return token.start()
+    return None
 
 
-def _box_content(text: str, start: int, command: str, closing: dict[int, int]) -> str | None:
-    """The argument of the box command at `text[start:]`: a balanced `{...}` group (its end from
-    `closing`, see `_closing_braces`), or the token after a space (`\\boxed 5`). None if the box is
-    malformed or empty (e.g. a response cut off mid-box)."""
+def _box_content(text: str, start: int, command: str, limit: int) -> tuple[str | None, bool]:
+    """The argument of the box command at `text[start:]`: a balanced `{...}` group closing before `limit`,
+    or the token after a space (`\\boxed 5`); None if the box is malformed or empty (e.g. a response cut
+    off mid-box). The flag says whether the box opened a group that never closed."""
     i = start + len(command)
     if i < len(text) and text[i].isalpha():
-        return None  # a longer command name, e.g. \boxedx
+        return None, False  # a longer command name, e.g. \boxedx
     while i < len(text) and text[i] in " \t":
         i += 1
     if i == len(text):
-        return None
+        return None, False
     if text[i] != "{":
         if i == start + len(command):
-            return None
+            return None, False
         token = _BOX_TOKEN.match(text, i)
-        return token.group() if token else None
-    end = closing.get(i)
-    return None if end is None else (text[i + 1 : end].strip() or None)
+        return (token.group() if token else None), False
+    end = _group_end(text, i, limit)
+    if end is None:
+        return None, True
+    return text[i + 1 : end].strip() or None, False
 
 
 def _last_boxed(text: str) -> str | None:
-    """The content of the last well-formed `\\boxed{...}`, `\\boxed X` or `\\fbox{...}` in `text`."""
-    starts = list(_BOX_START.finditer(text))
-    closing = _closing_braces(text) if starts else {}
-    for start in reversed(starts):
-        content = _box_content(text, start.start(), start.group(), closing)
+    """The content of the last well-formed `\\boxed{...}`, `\\boxed X` or `\\fbox{...}` in `text`.
+
+    Linear in the length of `text` however many boxes are left unclosed: once a box's group is found
+    never to close, every group opened before it that is still open there cannot close after it either,
+    so earlier boxes are only scanned up to that box."""
+    limit = len(text)
+    # The last occurrence of each command, found by rfind (each search resumes below the previous one).
+    found = {command: text.rfind(command) for command in _BOX_COMMANDS}
+    while True:
+        command = max(found, key=found.__getitem__)
+        start = found[command]
+        if start < 0:
+            return None
+        content, unclosed = _box_content(text, start, command, limit)
         if content is not None:
             return content
-    return None
+        if unclosed:
+            limit = start
+        found[command] = text.rfind(command, 0, start)
 
 
 def extract_answer(response: str) -> str | None:
@@ -185,11 +197,14 @@ def _canonical(answer: str) -> str:
     trailing period removed, a `\\text{...}` wrapper removed, Unicode minus signs made ASCII, thousands
     commas removed, inner whitespace removed, a leading `+` dropped, and numbers written as reduced
     fractions ("12.0" and "12" give "12"; "0.5" and "1/2" give "1/2")."""
-    text = _OUTER_NOISE.sub("", answer.translate(_MINUS_SIGNS))
-    wrapped = _TEXT_WRAPPER.fullmatch(text)
-    if wrapped:
-        text = wrapped.group(1).strip()
-    if _THOUSANDS.fullmatch(text):
+    if answer.isdigit() and len(answer) <= _MAX_NUMBER_DIGITS:
+        return str(int(answer))  # the common case (a plain non-negative integer), without any pattern
+    text = _OUTER_NOISE.sub("", answer if answer.isascii() else answer.translate(_MINUS_SIGNS))
+    if text.startswith("\\"):
+        wrapped = _TEXT_WRAPPER.fullmatch(text)
+        if wrapped:
+            text = wrapped.group(1).strip()
+    if "," in text and _THOUSANDS.fullmatch(text):
         text = text.replace(",", "")
     text = "".join(text.split())
     if text.startswith("+"):
@@ -197,7 +212,7 @@ def _canonical(answer: str) -> str:
     if len(text) > _MAX_NUMBER_DIGITS:
         return text
     if _INTEGER.fullmatch(text):
-        return str(int(text))  # the common case, several times faster than Fraction
+        return str(int(text))  # several times faster than Fraction
     if _NUMERIC.fullmatch(text):
         return str(Fraction(text))
     return text
