@@ -56,8 +56,16 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
+def _only_a_bool(value: Any) -> Any:
+    # pydantic would otherwise read 1, 0, "yes" or "off" as a boolean; YAML already gives true/false.
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 Int = Annotated[int, BeforeValidator(_not_a_bool)]
 Float = Annotated[float, BeforeValidator(_not_a_bool)]
+Bool = Annotated[bool, BeforeValidator(_only_a_bool)]
 
 
 def _conflict(message: str, *fields: str) -> PydanticCustomError:
@@ -83,7 +91,7 @@ class StudentConfig(Section):
     path: str = Field(min_length=1)
     gguf_file: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    chat_template: bool = False
+    chat_template: Bool = False
 
 
 class TeacherConfig(Section):
@@ -93,7 +101,7 @@ class TeacherConfig(Section):
     gguf_file: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # Self-distillation teacher prompt: the problem plus its reference answer (privileged context).
-    privileged_context: bool = False
+    privileged_context: Bool = False
     # What the loss sees of the teacher: its full logits (exact over the vocabulary), or only its top-k
     # log-probs plus one tail bucket, which is what a served teacher (vLLM's `logprobs=k`) returns. The
     # learner loads the teacher either way; `topk` reduces its logits to that view before the loss.
@@ -190,7 +198,7 @@ class VLLMEngineConfig(Section):
     # KV cache size in GiB; None: vLLM's default (on CPU 4 GiB, or $VLLM_CPU_KVCACHE_SPACE).
     kv_cache_gib: Float | None = Field(default=None, gt=0.0)
     tensor_parallel_size: Int = Field(default=1, ge=1)
-    enforce_eager: bool = False
+    enforce_eager: Bool = False
     # How new weights reach the engines: object_store (CPU and GPU) or nccl (GPU only); see services/weight_sync.py.
     weight_transport: Literal["object_store", "nccl"] = "object_store"
 
@@ -220,7 +228,7 @@ class RolloutConfig(Section):
     seed: Int = 0
     num_cpus: Float = Field(default=1.0, ge=0.0)  # Ray resources per rollout actor
     num_gpus: Float = Field(default=0.0, ge=0.0)
-    logprobs: bool = False  # return each sampled token's log-prob with the rollout (vllm backend)
+    logprobs: Bool = False  # return each sampled token's log-prob with the rollout (vllm backend)
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
 
 
@@ -253,7 +261,10 @@ class StoreConfig(Section):
             return url
         value = url.get_secret_value()
         if not re.match(r"^(redis|rediss|unix)://", value):
-            raise ValueError(f"must start with redis://, rediss:// or unix://; got {mask_url(value)!r}")
+            # Never echo the value: it is a secret, and what is not a URL is not masked by mask_url.
+            scheme = value.split("://", 1)[0] if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value) else None
+            got = f"the scheme {scheme!r}" if scheme else "no scheme"
+            raise ValueError(f"must start with redis://, rediss:// or unix://; got {got}")
         if re.search(r"://[^:/@]*:\*+@", value):
             raise ValueError(
                 f"the password in {value!r} is the mask `paced config show` prints, not a password; "
@@ -399,7 +410,7 @@ class LearnerConfig(Section):
 
 
 class DashboardConfig(Section):
-    enabled: bool = True
+    enabled: Bool = True
     host: str = "127.0.0.1"
     port: Int = Field(default=8000, ge=0, le=65535)
     # Bearer token for control endpoints; read from this environment variable when `token` is unset.
@@ -544,8 +555,14 @@ def apply_override(raw: dict[str, Any], override: str) -> KeyPath:
     shown = _shown(override)
     if not sep or not all(parts):
         raise ConfigError(f"{shown}: expected dotted.path=value, e.g. learner.lr=1e-5")
+    secret = tuple(parts) in _SECRET_PATHS
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        # A secret is taken as written (YAML would read a token such as 123456 or 1e5 as a number); an
+        # empty value or null unsets it.
+        if secret:
+            parsed = None if value.strip() in ("", "null", "~") else value.strip()
+        else:
+            parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError as err:  # its full text quotes the value, which may be a secret
         problem = getattr(err, "problem", type(err).__name__)
         raise ConfigError(f"{shown}: the value is not valid YAML ({problem})") from err
@@ -628,8 +645,7 @@ def _problem(error: ErrorDetails, raw: dict[str, Any], source: str, lines: dict[
         paths: list[KeyPath] = [tuple(field.split(".")) for field in fields]
     else:
         paths = [_user_path(error["loc"], raw, keep_last=missing)]
-    # A missing field comes from the section that lacks it (not from a --set of a sibling inside it).
-    origins = [_origin(path[:-1], lines, inside=False) if missing else _origin(path, lines) for path in paths]
+    origins = [_missing_origin(path[:-1], lines) if missing else _origin(path, lines) for path in paths]
     # Of the fields involved, blame the one the command line set, if any.
     origin = next((o for o in origins if isinstance(o, str)), origins[0])
     where = origin if isinstance(origin, str) else f"{source}:{origin}" if origin else source
@@ -663,6 +679,14 @@ def _origin(path: KeyPath, lines: dict[KeyPath, int | str], inside: bool = True)
             return lines[path]
         path = path[:-1]
     return None
+
+
+def _missing_origin(section: KeyPath, lines: dict[KeyPath, int | str]) -> int | str | None:
+    """Where a field missing from `section` is to be blamed: a `--set` of the section's `type` (which
+    chose what the section needs), else wherever the section itself came from (not a `--set` of a
+    sibling field inside it)."""
+    chosen_by = lines.get((*section, "type"))
+    return chosen_by if isinstance(chosen_by, str) else _origin(section, lines, inside=False)
 
 
 def _dotted(path: KeyPath) -> str:

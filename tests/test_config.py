@@ -292,11 +292,11 @@ def test_an_override_indexes_a_list(tmp_path):
 @pytest.mark.parametrize(
     "override",
     [
-        "dashboard.token=123456789",
+        "dashboard={token: 123456789, bogus: 1}",
         "dashboard={token: 123456789}",
         "dashboard.token.x=123456789",
-        "dashboard.token=[123456789",
-        "store.url=[123456789]",
+        "store.url=[123456789",
+        "store.url=http://123456789",
     ],
 )
 def test_a_secret_never_appears_in_an_error(tmp_path, override):
@@ -336,3 +336,27 @@ def test_a_builtin_dataset_is_one_the_package_ships(tmp_path):
     assert load_config(path, ["data.heldout={type: builtin, name: mmlu}"]).data.heldout.name == "mmlu"
     with pytest.raises(ConfigError, match=r"data\.heldout\.name: Value error, unknown built-in dataset 'math5000'"):
         load_config(path, ["data.heldout={type: builtin, name: math5000}"])
+
+
+def test_a_flag_is_true_or_false_not_a_number(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    assert load_config(path, ["student.chat_template=true"]).student.chat_template is True
+    with pytest.raises(ConfigError, match=r"student\.chat_template: Value error, expected true or false, got 1"):
+        load_config(path, ["student.chat_template=1"])
+
+
+def test_a_secret_set_on_the_command_line_is_taken_as_written(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    cfg = load_config(path, ["dashboard.token=123456789"])  # YAML alone would read a number
+    assert cfg.dashboard.token.get_secret_value() == "123456789"
+    assert load_config(path, ["dashboard.token=123456789", "dashboard.token=null"]).dashboard.token is None
+
+
+def test_a_missing_field_is_blamed_on_its_section_or_the_set_that_chose_its_type(tmp_path):
+    path = write(tmp_path, "student:\n  dtype: float32\ndata:\n  train: {type: synthetic}\n")
+    assert problems(path, ["student.dtype=bfloat16"]) == [f"{path}:1: student.path: Field required"]
+    with_student = write(tmp_path, MINIMAL)
+    assert problems(with_student, ["data.train.type=jsonl"]) == [
+        "--set data.train.type=jsonl: data.train.path: Field required",
+        f"{with_student}:2: data.train.n: Extra inputs are not permitted",  # n belongs to synthetic data
+    ]
