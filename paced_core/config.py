@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -265,9 +265,9 @@ class StoreConfig(Section):
             scheme = value.split("://", 1)[0] if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value) else None
             got = f"the scheme {scheme!r}" if scheme else "no scheme"
             raise ValueError(f"must start with redis://, rediss:// or unix://; got {got}")
-        if re.search(r"://[^:/@]*:\*+@", value):
+        if "***" in value:
             raise ValueError(
-                f"the password in {value!r} is the mask `paced config show` prints, not a password; "
+                "its password is the mask `paced config show` prints (***), not a password; "
                 "give the real URL, or leave store.url out for the embedded store"
             )
         return url
@@ -509,11 +509,16 @@ class PacedConfig(Section):
                 data["dashboard"]["token"] = self.dashboard.token.get_secret_value()
         elif self.store.url is not None:
             data["store"]["url"] = mask_url(self.store.url.get_secret_value())
+        if data["store"]["run_name"] == data["run"]["name"]:
+            # Derived from run.name when not given: left out, so that a --set of run.name on this output
+            # moves the store keys with it.
+            data["store"]["run_name"] = None
         return data
 
 
 # ---------------------------------------------------------------- loading
 
+MAX_PROBLEMS = 50  # listed per invalid config; a generated file can hold thousands of the same mistake
 KeyPath = tuple[str | int, ...]
 """A place in the plain config data: keys, and list indices as ints (`("data", "train", 1, "path")`)."""
 
@@ -522,9 +527,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> PacedConfig:
     """Read a YAML file, apply `section.key=value` overrides (see `apply_override`), validate."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the config as UTF-8") from err
     raw, lines = _read_yaml(text, str(path))
     for override in overrides:
         key = apply_override(raw, override)
@@ -543,7 +550,10 @@ def validate_config(
     try:
         return PacedConfig.model_validate(raw)
     except ValidationError as err:
-        problems = [_problem(error, raw, source, lines or {}) for error in err.errors(include_url=False)]
+        errors = err.errors(include_url=False)
+        problems = [_problem(error, raw, source, lines or {}) for error in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(f"... and {len(errors) - MAX_PROBLEMS} more")
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
 
 
@@ -562,10 +572,12 @@ def apply_override(raw: dict[str, Any], override: str) -> KeyPath:
         if secret:
             parsed = None if value.strip() in ("", "null", "~") else value.strip()
         else:
-            parsed = yaml.safe_load(value) if value.strip() else ""
+            parsed = yaml.load(value, Loader=_ConfigLoader) if value.strip() else ""
     except yaml.YAMLError as err:  # its full text quotes the value, which may be a secret
         problem = getattr(err, "problem", type(err).__name__)
         raise ConfigError(f"{shown}: the value is not valid YAML ({problem})") from err
+    except (ValueError, TypeError) as err:  # a tag the value does not fit, e.g. !!int abc; never echo it
+        raise ConfigError(f"{shown}: the value does not fit its YAML tag ({type(err).__name__})") from err
     path: list[str | int] = []
     node: Any = raw
     for depth, part in enumerate(parts):
@@ -594,47 +606,97 @@ def dump_config(cfg: PacedConfig) -> str:
     return yaml.safe_dump(cfg.to_plain(), sort_keys=False)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader without timestamps: `name: 2024-01-01` stays the string it looks like (a date
+    object would fail as a name, and an impossible date such as 2024-13-01 would raise while loading)."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, Any]]]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[KeyPath, int | str]]:
     """The document as plain data, and the 1-based line of every key path in it. A key repeated in one
-    mapping is an error (a YAML loader would silently keep the last)."""
-    loader = yaml.SafeLoader(text)
+    mapping is an error (a YAML loader would silently keep the last), and so is a key that is not a
+    string (`2024:` must be quoted to name an evaluation set)."""
+    loader = _ConfigLoader(text)
     try:
         node = loader.get_single_node()
-        raw = loader.construct_document(node) if node is not None else None
+        lines, problems = _key_lines(node, source) if node is not None else ({}, [])
+        raw = loader.construct_document(node) if node is not None and not problems else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise ConfigError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from err
+    except (ValueError, TypeError) as err:  # a value that does not fit its tag (!!int abc); it may be a secret
+        raise ConfigError(f"{source}: a value does not fit its YAML tag ({type(err).__name__})") from err
     finally:
         loader.dispose()
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    lines: dict[KeyPath, int | str] = {}
-    repeated: list[str] = []
+    return raw, lines
 
-    def walk(n: yaml.Node, prefix: KeyPath) -> None:
-        if isinstance(n, yaml.MappingNode):
+
+def _key_lines(root: yaml.Node, source: str) -> tuple[dict[KeyPath, int | str], list[str]]:
+    """The line of every key path under `root`, and the problems with its keys. Runs on the node graph
+    before construction, so merge keys (`<<: *base`) are still visible as such: a key given next to a
+    merge overrides the merged one and is not a repeat. A node reached again through an alias is not
+    walked again (its lines are those of its first appearance), so recursive or exponentially nested
+    aliases cost nothing here."""
+    lines: dict[KeyPath, int | str] = {}
+    problems: list[str] = []
+    seen: set[int] = set()
+
+    def walk(node: yaml.Node, prefix: KeyPath) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
             first: dict[str, int] = {}
-            for key, value in n.value:
-                path, line = (*prefix, str(key.value)), key.start_mark.line + 1
-                if path[-1] in first:
-                    repeated.append(
-                        f"{source}:{line}: {_dotted(path)}: key given twice (first on line {first[path[-1]]}); keep one"
-                    )
-                first.setdefault(path[-1], line)
+            merged: list[yaml.Node] = []
+            for key, value in node.value:
+                line = key.start_mark.line + 1
+                if key.tag == _MERGE_TAG:
+                    merged.extend(value.value if isinstance(value, yaml.SequenceNode) else [value])
+                    continue
+                if key.tag != _STR_TAG:
+                    where = _dotted(prefix) or "the top level"
+                    if isinstance(key, yaml.ScalarNode):
+                        problem = f"key {key.value!r} is not a name; quote it ('{key.value}')"
+                    else:
+                        problem = "a key here is a list or a mapping, not a name"
+                    problems.append(f"{source}:{line}: {where}: {problem}")
+                    continue
+                path = (*prefix, key.value)
+                if key.value in first:
+                    again = f"key given twice (first on line {first[key.value]}); keep one"
+                    problems.append(f"{source}:{line}: {_dotted(path)}: {again}")
+                first.setdefault(key.value, line)
                 lines[path] = line
                 walk(value, path)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
+            for base in merged:  # keys given explicitly win over merged ones
+                if isinstance(base, yaml.MappingNode):
+                    for key, value in base.value:
+                        path = (*prefix, str(key.value))
+                        if key.value not in first:
+                            lines.setdefault(path, key.start_mark.line + 1)
+                            walk(value, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
                 lines[(*prefix, i)] = item.start_mark.line + 1
                 walk(item, (*prefix, i))
 
-    walk(node, ())
-    if repeated:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(repeated))
-    return raw, lines
+    walk(root, ())
+    return lines, problems
 
 
 def _problem(error: ErrorDetails, raw: dict[str, Any], source: str, lines: dict[KeyPath, int | str]) -> str:
@@ -658,6 +720,8 @@ def _user_path(loc: tuple[str | int, ...], raw: dict[str, Any], keep_last: bool)
     path: list[str | int] = []
     node: Any = raw
     for i, part in enumerate(loc):
+        if isinstance(node, dict) and node.get("type") == part and i < len(loc) - 1:
+            continue  # pydantic's tag for the union member this section chose, e.g. `jsonl`, not a key of it
         in_dict = isinstance(node, dict) and part in node
         in_list = isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
         if in_dict or in_list:
@@ -669,10 +733,11 @@ def _user_path(loc: tuple[str | int, ...], raw: dict[str, Any], keep_last: bool)
 
 
 def _origin(path: KeyPath, lines: dict[KeyPath, int | str], inside: bool = True) -> int | str | None:
-    """Where the value at `path` came from: a `--set` of it or (with `inside`) of a value inside it, else
-    the file line of it or of its nearest enclosing section."""
+    """Where the value at `path` came from: a `--set` of it or (with `inside`) of one of its own fields,
+    else the file line of it or of its nearest enclosing section (or a `--set` that gave that section)."""
     for key, where in lines.items():
-        if path and isinstance(where, str) and (key[: len(path)] == path if inside else key == path):
+        own_field = inside and len(key) == len(path) + 1 and key[: len(path)] == path
+        if path and isinstance(where, str) and (key == path or own_field):
             return where
     while path:
         if path in lines:
@@ -694,18 +759,27 @@ def _dotted(path: KeyPath) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
 
 
-def _secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    """The paths of the `SecretStr` fields under `model`, e.g. `("store", "url")`."""
+def _setting_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(path, annotation) of every setting a `--set` can name under `model`: sections and fields, through
+    union members and list and dict item types (list indices are not part of a path)."""
     for name, field in model.model_fields.items():
-        types = get_args(field.annotation) or (field.annotation,)
-        if SecretStr in types:
-            yield (*prefix, name)
-        for kind in types:
-            if isinstance(kind, type) and issubclass(kind, Section):
-                yield from _secret_paths(kind, (*prefix, name))
+        path = (*prefix, name)
+        yield path, field.annotation
+        for kind in _member_types(field.annotation):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield from _setting_paths(kind, path)
 
 
-_SECRET_PATHS = frozenset(_secret_paths(PacedConfig))
+def _member_types(annotation: Any) -> Iterator[Any]:
+    """The types inside an annotation: itself, union members, list and dict item types, Annotated's type."""
+    yield annotation
+    for arg in get_args(annotation):
+        yield from _member_types(arg)
+
+
+_SETTINGS = dict(_setting_paths(PacedConfig))
+# The `SecretStr` settings, e.g. ("store", "url").
+_SECRET_PATHS = frozenset(path for path, kind in _SETTINGS.items() if SecretStr in _member_types(kind))
 
 
 def _holds_secret(path: KeyPath) -> bool:
@@ -713,9 +787,17 @@ def _holds_secret(path: KeyPath) -> bool:
     return any(secret[: len(path)] == path or path[: len(secret)] == secret for secret in _SECRET_PATHS)
 
 
+# Settings whose values errors may quote.
+_PLAIN_PATHS = frozenset(path for path in _SETTINGS if not _holds_secret(path))
+
+
 def _shown(override: str) -> str:
-    """An override as errors quote it, `--set key=value`, with the value masked where it holds a secret."""
+    """An override as errors quote it, `--set key=value`. The value is shown only when the key is a known
+    setting that is not a secret: a mistyped key (`dashboard.tokn=...`) may still hold one."""
     key, sep, value = override.partition("=")
-    if _holds_secret(tuple(key.strip().split("."))):
+    if not sep:
+        return "--set ***"  # no `=`: the whole text may be a secret written as `key:value`
+    parts = tuple(part for part in key.strip().split(".") if not part.isdigit())
+    if parts not in _PLAIN_PATHS:
         value = "***"
     return f"--set {key}{sep}{value}"

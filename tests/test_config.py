@@ -316,7 +316,7 @@ def test_shown_secrets_fail_to_reload_instead_of_becoming_the_secrets(tmp_path):
     shown = dump_config(load_config(write(tmp_path, text)))
     reloaded = problems(write(tmp_path, shown))
     assert len(reloaded) == 2
-    assert "store.url: Value error, the password in 'redis://user:***@db:6379/0' is the mask" in reloaded[0]
+    assert "store.url: Value error, its password is the mask `paced config show` prints (***)" in reloaded[0]
     assert "dashboard.token: Value error, this is the mask `paced config show` prints" in reloaded[1]
 
 
@@ -360,3 +360,84 @@ def test_a_missing_field_is_blamed_on_its_section_or_the_set_that_chose_its_type
         "--set data.train.type=jsonl: data.train.path: Field required",
         f"{with_student}:2: data.train.n: Extra inputs are not permitted",  # n belongs to synthetic data
     ]
+
+
+def test_a_date_like_value_is_the_string_it_looks_like(tmp_path):
+    path = write(tmp_path, MINIMAL + "run: {name: 2024-01-01}\n")
+    assert load_config(path).run.name == "2024-01-01"
+    assert load_config(path, ["run.name=2024-13-01"]).run.name == "2024-13-01"  # not a date: no traceback
+
+
+def test_unreadable_values_and_files_are_config_errors_that_never_echo_the_value(tmp_path):
+    path = write(tmp_path, MINIMAL + "dashboard: {token: !!int hunter2}\n")
+    with pytest.raises(ConfigError, match="does not fit its YAML tag") as err:
+        load_config(path)
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError, match="does not fit its YAML tag"):
+        load_config(write(tmp_path, MINIMAL), ["learner.steps=!!int abc"])
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("run: {name: caf\u00e9}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 15\)"):
+        load_config(latin)
+
+
+def test_aliases_merge_keys_and_non_string_keys(tmp_path):
+    merged = MINIMAL.replace("data: {train: {type: synthetic, n: 10}}\n", "") + (
+        "data:\n  train: &base {type: synthetic, n: 10}\n  eval_sets:\n    b: {<<: *base, seed: 2}\n"
+    )
+    assert load_config(write(tmp_path, merged)).data.eval_sets["b"].seed == 2  # an override, not a repeat
+    looped = write(tmp_path, MINIMAL + "run: &r {name: x, tags: [*r]}\n")
+    with pytest.raises(ConfigError):
+        load_config(looped)
+    numbered = write(tmp_path, MINIMAL + "learner:\n  1: 2\n")
+    assert problems(numbered) == [f"{numbered}:4: learner: key '1' is not a name; quote it ('1')"]
+
+
+def test_a_user_key_named_like_a_union_member_keeps_its_path(tmp_path):
+    path = write(tmp_path, "student: {path: tiny}\ndata:\n  train: {type: jsonl, jsonl: x.jsonl}\n")
+    assert problems(path) == [
+        f"{path}:3: data.train.path: Field required",
+        f"{path}:3: data.train.jsonl: Extra inputs are not permitted",
+    ]
+
+
+def test_an_error_in_the_file_is_not_blamed_on_an_unrelated_set(tmp_path):
+    path = write(tmp_path, MINIMAL + "schedule:\n  type: two_stage\n  switch_step: 3\n  switch_fraction: 0.5\n")
+    assert problems(path, ["schedule.first.kind=jsd"]) == [
+        f"{path}:3: schedule: Value error, give exactly one of switch_step and switch_fraction"
+    ]
+
+
+def test_values_of_unknown_keys_are_masked_and_the_list_of_problems_is_capped(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["dashboard.tokn=hunter2"])
+    assert "hunter2" not in str(err.value) and "--set dashboard.tokn=***" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["dashboard.token:hunter2"])
+    assert "hunter2" not in str(err.value)
+    stops = write(tmp_path, MINIMAL + "rollout:\n  stop:\n" + "    - [1]\n" * 80)
+    listed = problems(stops)
+    assert len(listed) == 51 and listed[-1] == "... and 30 more"
+
+
+def test_shown_config_leaves_the_derived_store_name_out(tmp_path, capsys):
+    shown = dump_config(load_config(write(tmp_path, MINIMAL)))
+    reloaded = load_config(write(tmp_path, shown), ["run.name=other"])
+    assert reloaded.store.run_name == "other"
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://user:secret@host:6379/0", "redis://user:***@host:6379/0"),
+        ("redis://u:p@ss@host", "redis://u:***@host"),  # redis-py splits at the last @
+        ("redis://h:6379/0?password=hunter2&db=1", "redis://h:6379/0?password=***&db=1"),
+        ("unix://:pw@/tmp/r.sock?db=0", "unix://:***@/tmp/r.sock?db=0"),
+        ("redis://host:6379", "redis://host:6379"),
+    ],
+)
+def test_mask_url_hides_every_credential(url, masked):
+    from paced_core.redact import mask_url
+
+    assert mask_url(url) == masked
