@@ -12,6 +12,7 @@ came from: the file line, or the `--set` that gave it (`configs/x.yaml:12: learn
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import re
@@ -711,7 +712,17 @@ def _problem(error: ErrorDetails, raw: dict[str, Any], source: str, lines: dict[
     # Of the fields involved, blame the one the command line set, if any.
     origin = next((o for o in origins if isinstance(o, str)), origins[0])
     where = origin if isinstance(origin, str) else f"{source}:{origin}" if origin else source
-    return f"{where}: {_dotted(paths[0]) or '(top level)'}: {error['msg']}"
+    message = error["msg"] + (_near_name(paths[0]) if error["type"] == "extra_forbidden" else "")
+    return f"{where}: {_dotted(paths[0]) or '(top level)'}: {message}"
+
+
+def _near_name(path: KeyPath) -> str:
+    """For an unknown key, the setting of its section with the nearest name, as a hint ("" if none)."""
+    section = tuple(part for part in path[:-1] if isinstance(part, str))
+    # A union section lists every member's fields; the key itself may be one of another member.
+    names = {setting[-1] for setting in _SETTINGS if setting[:-1] == section} - {path[-1]}
+    close = difflib.get_close_matches(str(path[-1]), sorted(names), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _user_path(loc: tuple[str | int, ...], raw: dict[str, Any], keep_last: bool) -> KeyPath:
@@ -792,12 +803,22 @@ _PLAIN_PATHS = frozenset(path for path in _SETTINGS if not _holds_secret(path))
 
 
 def _shown(override: str) -> str:
-    """An override as errors quote it, `--set key=value`. The value is shown only when the key is a known
-    setting that is not a secret: a mistyped key (`dashboard.tokn=...`) may still hold one."""
+    """An override as errors quote it, `--set key=value`. The value is shown for a known setting that is
+    not a secret, and for an unknown key unless it looks like a mistyped secret (`dashboard.tokn=...`:
+    a key in a section that holds secrets, or named like a credential)."""
     key, sep, value = override.partition("=")
     if not sep:
         return "--set ***"  # no `=`: the whole text may be a secret written as `key:value`
     parts = tuple(part for part in key.strip().split(".") if not part.isdigit())
-    if parts not in _PLAIN_PATHS:
+    if parts not in _PLAIN_PATHS and (parts in _SETTINGS or _looks_secret(parts)):
         value = "***"
     return f"--set {key}{sep}{value}"
+
+
+_SECRET_SECTIONS = frozenset(path[0] for path in _SECRET_PATHS)
+_CREDENTIAL_WORDS = ("tok", "pass", "secret", "key", "auth", "cred", "url")
+
+
+def _looks_secret(parts: tuple[str, ...]) -> bool:
+    lowered = [part.lower() for part in parts]
+    return lowered[0] in _SECRET_SECTIONS or any(word in part for part in lowered for word in _CREDENTIAL_WORDS)

@@ -441,3 +441,11 @@ def test_mask_url_hides_every_credential(url, masked):
     from paced_core.redact import mask_url
 
     assert mask_url(url) == masked
+
+
+def test_an_unknown_key_names_the_nearest_setting(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    assert sorted(problems(path, ["learnr.steps=3", "learner.lr_rate=1"])) == [
+        "--set learner.lr_rate=1: learner.lr_rate: Extra inputs are not permitted",
+        "--set learnr.steps=3: learnr: Extra inputs are not permitted; did you mean 'learner'?",
+    ]
