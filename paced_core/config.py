@@ -37,7 +37,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from paced_core import weighting
-from paced_core.redact import mask_url
+from paced_core.redact import mask_url, names_a_credential
 from paced_core.tasks import BUILTIN_DATASETS, BUILTIN_TEMPLATES, get_template, synthetic_arithmetic
 
 
@@ -816,9 +816,10 @@ def _shown(override: str) -> str:
 
 
 _SECRET_SECTIONS = frozenset(path[0] for path in _SECRET_PATHS)
-_CREDENTIAL_WORDS = ("tok", "pass", "secret", "key", "auth", "cred", "url")
 
 
 def _looks_secret(parts: tuple[str, ...]) -> bool:
-    lowered = [part.lower() for part in parts]
-    return lowered[0] in _SECRET_SECTIONS or any(word in part for part in lowered for word in _CREDENTIAL_WORDS)
+    """A key in a section that holds secrets, or named like a credential or a URL (which may embed one)."""
+    return parts[0].lower() in _SECRET_SECTIONS or any(
+        names_a_credential(part) or "url" in part.lower() for part in parts
+    )

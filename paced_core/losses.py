@@ -144,6 +144,27 @@ def _chunks(n_rows: int, rows: torch.Tensor | None, chunk: int):
             yield rows[start : start + chunk]
 
 
+def _selection(
+    lead: torch.Size, mask: torch.Tensor | None, chunk_size: int | None
+) -> tuple[torch.Tensor | None, int]:
+    """(rows, chunk): the flat indices of the unmasked tokens (None: all of them), and the chunk length
+    (`chunk_size`, or every row at once for None). Checks the mask's shape against the logits' [..., T]."""
+    if mask is not None and mask.shape != lead:
+        raise ValueError(f"mask shape {tuple(mask.shape)} must equal the logits' leading shape {tuple(lead)}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None; got {chunk_size}")
+    rows = None if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
+    return rows, max(1, lead.numel()) if chunk_size is None else chunk_size
+
+
+def _grad_buffer(x: torch.Tensor, rows: torch.Tensor | None, needed: bool) -> torch.Tensor | None:
+    """Where backward writes x's gradient chunk by chunk: every row is written when all are selected;
+    otherwise the unselected (masked) rows must read 0."""
+    if not needed:
+        return None
+    return torch.empty_like(x) if rows is None else torch.zeros_like(x)
+
+
 class _ChunkedDivergence(torch.autograd.Function):
     """Per-token divergence over the selected rows of [N, V] logits (all rows when `rows` is None)."""
 
@@ -162,8 +183,7 @@ class _ChunkedDivergence(torch.autograd.Function):
     def backward(ctx, grad_out):
         s, t, rows = ctx.saved_tensors
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_s = (torch.empty_like(s) if rows is None else torch.zeros_like(s)) if need_s else None
-        grad_t = (torch.empty_like(t) if rows is None else torch.zeros_like(t)) if need_t else None
+        grad_s, grad_t = _grad_buffer(s, rows, need_s), _grad_buffer(t, rows, need_t)
         for idx in _chunks(s.shape[0], rows, ctx.chunk):
             logp_s = F.log_softmax(_upcast(s[idx]), dim=-1)
             logp_t = F.log_softmax(_upcast(t[idx]), dim=-1)
@@ -190,14 +210,9 @@ def _divergence(
             f"{tuple(teacher_logits.shape)} must have the same shape [..., T, V]"
         )
     lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
-    if mask is not None and mask.shape != lead:
-        raise ValueError(f"mask shape {tuple(mask.shape)} must equal the logits' leading shape {tuple(lead)}")
+    rows, chunk = _selection(lead, mask, chunk_size)
     s = student_logits.reshape(-1, vocab)
     t = teacher_logits.reshape(-1, vocab)
-    rows = None if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 or None; got {chunk_size}")
-    chunk = max(1, s.shape[0]) if chunk_size is None else chunk_size
     return _ChunkedDivergence.apply(s, t, rows, kernel, chunk).reshape(lead)
 
 
@@ -334,8 +349,7 @@ class _ChunkedTopk(torch.autograd.Function):
     def backward(ctx, grad_out):
         s, t_logp, ids, rows = ctx.saved_tensors
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_s = (torch.empty_like(s) if rows is None else torch.zeros_like(s)) if need_s else None
-        grad_t = (torch.empty_like(t_logp) if rows is None else torch.zeros_like(t_logp)) if need_t else None
+        grad_s, grad_t = _grad_buffer(s, rows, need_s), _grad_buffer(t_logp, rows, need_t)
         for idx in _chunks(s.shape[0], rows, ctx.chunk):
             with torch.enable_grad():
                 s_rows = s[idx].detach().requires_grad_(need_s)
@@ -365,7 +379,7 @@ def topk_divergence(
 
     Both distributions are collapsed onto the same k + 1 buckets: the teacher's k token ids and one
     tail bucket holding the remaining mass, 1 - sum(top-k probs) for the teacher (floored at k times
-    its dtype's epsilon, see `_teacher_buckets`) and the exact remaining mass for the student. The
+    float32's epsilon, see `_teacher_buckets`) and the exact remaining mass for the student. The
     chosen divergence is then exact over those buckets, and it equals the full-vocabulary divergence
     when both distributions put all their mass on the top-k ids (up to that floor). Chunked like the
     full divergences: memory is the gradient plus O(chunk_size x V). The teacher's ids must be
@@ -380,10 +394,7 @@ def topk_divergence(
         )
     if not 1 <= k < vocab:
         raise ValueError(f"top-k needs 1 <= k < vocab size; got k={k}, V={vocab}")
-    if mask is not None and mask.shape != lead:
-        raise ValueError(f"mask shape {tuple(mask.shape)} must equal the logits' leading shape {tuple(lead)}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 or None; got {chunk_size}")
+    rows, chunk = _selection(lead, mask, chunk_size)
     ids = teacher_topk_ids.reshape(-1, k).long()
     if ids.numel() and (ids.min() < 0 or ids.max() >= vocab):
         raise ValueError(f"teacher top-k ids must lie in [0, {vocab}); got {int(ids.min())}..{int(ids.max())}")
@@ -391,8 +402,6 @@ def topk_divergence(
         raise ValueError("teacher top-k ids repeat within a token; each token needs k distinct ids")
     s = student_logits.reshape(-1, vocab)
     t_logp = teacher_topk_logprobs.reshape(-1, k)
-    rows = None if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
-    chunk = max(1, s.shape[0]) if chunk_size is None else chunk_size
     kernel = _kernel_for(kind, beta, mu)
     return _ChunkedTopk.apply(s, t_logp, ids, rows, kernel, chunk).reshape(lead)
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-# Query parameters that carry a credential (redis-py reads `password` from the query string too).
-_SECRET_PARAMS = ("pass", "token", "secret", "key", "auth")
+_CREDENTIAL_WORDS = ("tok", "pass", "secret", "key", "auth", "cred")
+
+
+def names_a_credential(name: str) -> bool:
+    """Whether a key or parameter name reads like one that holds a credential (`password`, `api_key`,
+    `token`, ...), case-insensitively."""
+    lowered = name.lower()
+    return any(word in lowered for word in _CREDENTIAL_WORDS)
 
 
 def mask_url(url: str) -> str:
@@ -22,7 +28,7 @@ def mask_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        masked = [(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v) for k, v in pairs]
+        masked = [(k, "***" if names_a_credential(k) else v) for k, v in pairs]
         if masked != pairs:
             query = urlencode(masked, safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

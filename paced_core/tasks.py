@@ -24,6 +24,8 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from paced_core.verify import CHOICE_LETTERS
+
 Checker = Literal["math", "exact", "choice"]
 """How a completion is graded against `Problem.answer`:
 
@@ -35,8 +37,6 @@ Checker = Literal["math", "exact", "choice"]
 
 CHECKERS: tuple[Checker, ...] = ("math", "exact", "choice")
 
-CHOICE_LETTERS: tuple[str, ...] = tuple("ABCDEFGHIJ")
-"""The letters that name choices, in order; a "choice" problem's answer is one of them."""
 
 SYNTHETIC_ALPHABET = "0123456789+-*()= \n"
 """Every character a synthetic prompt or answer can contain; the embedded character tokenizer covers it."""

@@ -233,7 +233,8 @@ def check_exact(gold: str, response: str) -> Verdict:
 # Multiple choice
 
 
-_CHOICE_LETTERS = "ABCDEFGHIJ"
+CHOICE_LETTERS: tuple[str, ...] = tuple("ABCDEFGHIJ")
+"""The letters that name choices, in order; a multiple-choice gold answer is one of them."""
 _LETTER_IN_BOX = re.compile(r"(?<![A-Za-z])([A-Ja-j])(?![A-Za-z])")
 # After "answer" / "answer is" / "answer:": a letter in parentheses (any case); a bare capital, except
 # that "I" followed by a lowercase word or an apostrophe is the pronoun ("Answer: I think it's B"); or a
@@ -274,7 +275,7 @@ def check_choice(gold: str, response: str) -> Verdict:
     is `gold`, compared case-insensitively. `gold` is a single letter, optionally in parentheses;
     anything else raises ValueError."""
     gold_letter = gold.strip().strip("()").upper()
-    if len(gold_letter) != 1 or gold_letter not in _CHOICE_LETTERS:
+    if len(gold_letter) != 1 or gold_letter not in CHOICE_LETTERS:
         raise ValueError(f"check_choice: gold must be one letter A-J, got {gold!r}")
     extracted = _extract_choice(response)
     if extracted is None:
@@ -360,8 +361,7 @@ def _verify_chunk(items: list[tuple[str, str]], timeout_s: float) -> list[tuple[
 @dataclass
 class _Task:
     """Items sent to a worker together. `items` holds (index in the caller's list, gold, answer).
-    An isolated task runs with nothing else in flight (the first one on a fresh pool, after a crash), so
-    that if its worker dies, the item is to blame."""
+    An isolated task runs with nothing else in flight, so that if its worker dies, the item is to blame."""
 
     items: list[tuple[int, str, str]]
     isolated: bool = False

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 from paced_core.config import BuiltinData, DataConfig, DataSource, JsonlData, SyntheticData
 from paced_core.tasks import (
-    CHOICE_LETTERS,
     Problem,
     builtin_dataset,
     load_jsonl,
     split_heldout,
     synthetic_arithmetic,
 )
+from paced_core.verify import CHOICE_LETTERS
 
 
 @dataclass(frozen=True)

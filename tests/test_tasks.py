@@ -15,7 +15,6 @@ import pytest
 from paced_core.tasks import (
     BUILTIN_DATASETS,
     BUILTIN_TEMPLATES,
-    CHOICE_LETTERS,
     SYNTHETIC_ALPHABET,
     Problem,
     PromptTemplate,
@@ -26,7 +25,7 @@ from paced_core.tasks import (
     split_heldout,
     synthetic_arithmetic,
 )
-from paced_core.verify import check_choice
+from paced_core.verify import CHOICE_LETTERS, check_choice
 
 EXPECTED_ROWS = {
     "math500": 500,
