@@ -249,8 +249,9 @@ class StoreConfig(Section):
     # Key prefix of the run in the store; null: the run's name (run.name), so runs never collide.
     run_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     window: Int = Field(default=16, ge=1)
-    prior_a: Float = Field(default=1.0, ge=0.0)
-    prior_b: Float = Field(default=1.0, ge=0.0)
+    # Beta prior of the displayed estimate p_hat = (a + c) / (a + b + n); training weights use c / n.
+    prior_a: Float = Field(default=0.0, ge=0.0)
+    prior_b: Float = Field(default=0.0, ge=0.0)
     mode: Literal["rolling", "frozen"] = "rolling"
     frozen_k: Int = Field(default=8, ge=1)
     metrics_cap: Int = Field(default=100_000, ge=1)
@@ -311,8 +312,10 @@ class SchedulerConfig(Section):
     kernel: KernelSpec = Field(default_factory=BetaKernel)
     # "sample": draw problems in proportion to w; "loss": draw uniformly, multiply each loss by w.
     weighting: Literal["sample", "loss"] = "sample"
-    floor: Float = Field(default=0.01, ge=0.0)  # sampling floor, keeps p in {0, 1} re-estimable
-    explore_weight: Float = Field(default=0.25, ge=0.0)  # weight of a problem with no estimate yet
+    floor: Float = Field(default=0.01, ge=0.0)  # rollout weight of known w = 0 problems: keeps them re-estimable
+    explore_weight: Float = Field(default=0.25, ge=0.0)  # rollout weight of an unknown problem
+    # A problem with fewer outcomes than this is unknown: explored, never trained on as if known.
+    min_outcomes: Int = Field(default=4, ge=1)
     stale_after_versions: Int = Field(default=50, ge=1)  # estimates older than this count as unknown
     seed: Int = 0
 
@@ -449,6 +452,8 @@ class PipelineConfig(Section):
     eval_temperature: Float | None = Field(default=None, gt=0.0)
     # Seconds the learner waits for a full batch before training on what it has.
     learner_wait_s: Float = Field(default=30.0, gt=0.0)
+    # Stop the run when the learner has trained nothing for this long (e.g. no problem has w > 0).
+    stall_timeout_s: Float = Field(default=600.0, gt=0.0)
 
 
 class RunConfig(Section):

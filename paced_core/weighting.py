@@ -5,9 +5,14 @@ w(p) = p^a (1-p)^b with a = b = 1, i.e. p(1-p): zero for mastered (p = 1) and un
 problems, largest (0.25) at p = 1/2. Every kernel works elementwise on numpy arrays, torch tensors
 and Python floats, returning the same kind it was given.
 
+The kernel's input is the paper's estimate, the empirical pass rate c / n over a problem's window (or
+its K frozen outcomes), so w(0) = w(1) = 0 exactly. `training_weights` is the one rule for the weight a
+problem trains with: kernel(c / n) for a *known* problem (at least `min_outcomes` outcomes, estimate not
+stale), 0 for an unknown one, which is explored but never trained on as if known.
+
 A kernel gives no weight at p in {0, 1}, so a problem that reached an extreme would never be drawn
-again and its estimate could never recover. `sampling_weight` therefore adds a floor to the weight
-used for *drawing* rollouts (never to the training weight).
+again and its estimate could never recover. `sampling_weight` therefore gives such problems a floor in
+the weight used for *drawing* rollouts (never in the training weight).
 """
 
 from __future__ import annotations
@@ -79,8 +84,29 @@ def _float_dtype(p: np.ndarray) -> np.dtype:
     return p.dtype if np.issubdtype(p.dtype, np.floating) else np.dtype(np.float64)
 
 
+def training_weights(
+    kernel: Kernel, correct: np.ndarray, n: np.ndarray, min_outcomes: int, fresh: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(w, rate) per problem: w = kernel(c / n) where the problem is known (n >= min_outcomes and, if
+    `fresh` is given, fresh), else 0; rate = c / n where known, else NaN. The one rule every weight a
+    problem trains with follows (scheduler draws and the learner's loss multiplier alike)."""
+    correct, n = np.asarray(correct, dtype=np.float64), np.asarray(n, dtype=np.int64)
+    if min_outcomes < 1:
+        raise ValueError(f"min_outcomes must be >= 1; got {min_outcomes}")
+    known = n >= min_outcomes
+    if fresh is not None:
+        known &= np.asarray(fresh, dtype=bool)
+    rate = np.full(n.shape, np.nan)
+    rate[known] = correct[known] / n[known]
+    w = np.zeros(n.shape)
+    if known.any():
+        w[known] = kernel(rate[known])
+    return w, rate
+
+
 def sampling_weight(w: Rates, floor: float) -> Rates:
-    """Weight for drawing rollouts: max(w, floor), so p in {0, 1} problems stay re-estimable.
+    """Weight for drawing rollouts of a known problem: w where w > 0, else `floor`, so p in {0, 1}
+    problems stay re-estimable while the draw among the others stays exactly in proportion to w.
 
     `floor` is absolute (in the kernel's units; p(1-p) peaks at 0.25). A floor of 0 reproduces the
     training weight exactly.
@@ -88,7 +114,7 @@ def sampling_weight(w: Rates, floor: float) -> Rates:
     if not 0 <= floor < math.inf:
         raise ValueError(f"sampling floor must be finite and >= 0; got {floor}")
     if isinstance(w, torch.Tensor):
-        return torch.clamp(w, min=floor)
+        return torch.where(w > 0, w, torch.full_like(w, floor))
     if isinstance(w, np.ndarray):
-        return np.maximum(w, floor)
-    return max(w, floor)
+        return np.where(w > 0, w, floor).astype(_float_dtype(w))
+    return w if w > 0 else floor

@@ -514,6 +514,20 @@ class Driver:
         )
         log(f"dashboard: {self.dashboard.url} - control {control}")
 
+    def _check_stall(self, trained: bool) -> None:
+        """Stop a run whose learner has trained nothing for `pipeline.stall_timeout_s`."""
+        now = time.monotonic()
+        if trained:
+            self._last_trained = now
+        elif now - self._last_trained > self.cfg.pipeline.stall_timeout_s:
+            s = self.scheduler.summary()
+            raise PipelineError(
+                f"the learner has trained nothing for {now - self._last_trained:.0f} s "
+                f"(pipeline.stall_timeout_s): {s['seen']:.0%} of the pool is known, with training mass "
+                f"sum w = {s['mass']:.3f} under scheduler.kernel {self.cfg.scheduler.kernel.type}; no problem "
+                f"may have weight > 0 (every known pass rate at 0 or 1), or no rollout reaches the queue"
+            )
+
     def _after_step(self, metrics: dict[str, Any]) -> int:
         """Record a trained step; publish, checkpoint and evaluate when they are due. Returns the step."""
         cfg, step = self.cfg, metrics["step"]
@@ -548,6 +562,7 @@ class Driver:
     def _run_async(self) -> None:
         cfg = self.cfg
         self._t0 = time.perf_counter()
+        self._last_trained = time.monotonic()
         gen: dict[Any, WorkerSlot] = {}
         grading: set[Any] = set()
         learner_ref = self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s)
@@ -575,6 +590,7 @@ class Driver:
                         last_metrics = self._absorb_step(ray.get(ref))
                         if last_metrics["trained"]:
                             step = self._after_step(last_metrics)
+                        self._check_stall(last_metrics["trained"])
                     except RayActorError as err:  # died in its step, or while publishing or checkpointing
                         self._restart_learner(err)
                     if step < cfg.learner.steps:
@@ -604,6 +620,7 @@ class Driver:
     def _run_sync(self) -> None:
         cfg = self.cfg
         self._t0 = time.perf_counter()
+        self._last_trained = time.monotonic()
         step = 0
         last_log = time.monotonic()
         last_metrics: dict[str, Any] = {}
@@ -626,6 +643,7 @@ class Driver:
                 )
                 if last_metrics["trained"]:
                     step = self._after_step(last_metrics)
+                self._check_stall(last_metrics["trained"])
             except RayActorError as err:
                 self._restart_learner(err)
             if time.monotonic() - last_log > cfg.run.log_every_s:

@@ -9,9 +9,11 @@ Each `train_step` runs the loss the schedule gives for the current step:
 - on **teacher** sequences (forward KL by default): verified teacher references for the problems the
   driver drew (in proportion to w in `sample` mode).
 
-Weighting: in `sample` mode problems were already drawn in proportion to w, so the loss is the plain
-mean of per-sequence token means; in `loss` mode each sequence's loss is multiplied by w(p_hat) of its
-problem (read from the store now) and normalised by the sum of weights (`paced_core.losses.reduce`).
+Weighting: in `sample` mode problems were already drawn in proportion to w (teacher references by the
+driver's draw, student rollouts by the scheduler's rollout draw: only rollouts drawn for training are
+queued), so the loss is the plain mean of per-sequence token means; in `loss` mode each sequence's loss
+is multiplied by w = kernel(c / n) of its problem (read from the store now; 0 for an unknown or stale
+problem) and normalised by the sum of weights (`paced_core.losses.reduce`).
 
 The student sees the problem's prompt; the teacher sees the same prompt or, with
 `teacher.privileged_context`, the prompt with the reference answer. Both score the same completion
@@ -39,6 +41,7 @@ from paced_core.config import PacedConfig
 from paced_core.losses import DIVERGENCES, reduce, topk_divergence, topk_logprobs
 from paced_core.schedule import LossSchedule
 from paced_core.tasks import Problem, get_template
+from paced_core.weighting import training_weights
 from services.models import load_model, load_tokenizer, pick_device
 from services.records import GradedRollout, ProblemRef
 from services.rollout import encode_prompt
@@ -220,6 +223,20 @@ class Learner:
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=c_width + 1)
         return out.logits[:, :-1, : self.vocab]
 
+    def _weights(self, problem_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(w, c / n) of each problem from the store now, by the scheduler's rule
+        (`paced_core.weighting.training_weights`): an unknown or stale problem has weight 0."""
+        ests = self.store.estimates(problem_ids)
+        sc = self.cfg.scheduler
+        versions = np.array([e.version for e in ests])
+        return training_weights(
+            self.kernel,
+            np.array([e.correct for e in ests]),
+            np.array([e.n for e in ests]),
+            sc.min_outcomes,
+            versions >= self.version - sc.stale_after_versions,
+        )
+
     # ------------------------------------------------------------------ training
 
     def train_step(self, problems: Sequence[ProblemRef] | None = None, wait_s: float = 30.0) -> dict[str, Any]:
@@ -231,6 +248,8 @@ class Learner:
         if spec.sequences == "student":
             seqs, ack_ids = self._student_batch(wait_s)
         else:
+            if not problems:  # no problem has training weight > 0 yet: wait a little for new estimates
+                time.sleep(min(wait_s, 0.5))
             seqs = self._teacher_batch(problems or [])
             # Student rollouts still feed the pass rates, but this stage does not train on them.
             offstage = [entry_id for entry_id, _ in self.store.pull_graded(CONSUMER, 10_000, block_ms=0)]
@@ -263,10 +282,10 @@ class Learner:
             per_token = topk_divergence(student_logits, ids, logprobs, mask, kind=spec.kind, chunk_size=chunk, **kwargs)
         else:
             per_token = DIVERGENCES[spec.kind](student_logits, teacher_logits, mask, chunk_size=chunk, **kwargs)
-        p_hat = np.array([e.p_hat for e in self.store.estimates([s.problem_id for s in seqs])])
-        weights = torch.as_tensor(self.kernel(p_hat), dtype=torch.float32, device=self.device)
+        w, rate = self._weights([s.problem_id for s in seqs])
         mode = self.cfg.scheduler.weighting
-        loss = reduce(per_token, mask, weights if mode == "loss" else None, mode=mode)
+        weights = torch.as_tensor(w, dtype=torch.float32, device=self.device) if mode == "loss" else None
+        loss = reduce(per_token, mask, weights, mode=mode)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = (
@@ -304,7 +323,10 @@ class Learner:
             # What this step did with the queue; the driver adds these up (they survive a learner crash).
             "counts": {k: v - counts_before[k] for k, v in self.counts.items()},
             # For the dashboard: which pass rates the learner trained on, and the loss at each.
-            "trained_p": p_hat.round(4).tolist(),
+            # the estimate the weight used, c / n (null for a problem that was not known)
+            "trained_p": [None if np.isnan(r) else round(float(r), 4) for r in rate],
+            "trained_w": np.round(w, 5).tolist(),
+            "trained_ids": [s.problem_id for s in seqs],
             "trained_loss": seq_loss.cpu().numpy().round(5).tolist(),
         }
 

@@ -41,6 +41,9 @@ class RolloutRequest(Record):
     n: int = Field(ge=1)
     # "student" rollouts feed pass rates and on-policy losses; "teacher" ones are references (FKL).
     role: Literal["student", "teacher"] = "student"
+    # Drawn for training (a known problem with w > 0): its rollouts are queued for the learner. Otherwise
+    # the rollouts only estimate the pass rate (exploration, re-estimation, warm-up).
+    train: bool = False
 
 
 class Rollout(Record):
@@ -54,6 +57,7 @@ class Rollout(Record):
     version: int = Field(ge=0)
     worker_id: str
     role: Literal["student", "teacher"] = "student"
+    train: bool = False  # copied from its request: queued for the learner
     created_at: float
     finish_reason: Literal["stop", "length"] = "stop"
     # Log-prob of each completion token under the policy that sampled it (vllm backend, rollout.logprobs).

@@ -112,12 +112,13 @@ class PoolSampler:
 
     def generate(self, requests: Sequence[RolloutRequest]) -> list[Rollout]:
         """`request.n` completions for each request's problem, sampled with the configured settings."""
-        prompts, refs = [], []
+        prompts, refs, train = [], [], []
         for req in requests:
             if not 0 <= req.problem.index < len(self.pool):
                 raise IndexError(f"request {req.request_id}: problem index {req.problem.index} outside the pool")
             prompts.extend([self._prompt(req.problem.index)] * req.n)
             refs.extend([req.problem] * req.n)
+            train.extend([req.train] * req.n)
         outputs = self._run(prompts, self.cfg.temperature)
         now = time.time()
         return [
@@ -130,11 +131,12 @@ class PoolSampler:
                 version=self.version,
                 worker_id=self.worker_id,
                 role=self.role,
+                train=trains,
                 created_at=now,
                 finish_reason=reason,
                 logprobs=logprobs,
             )
-            for ref, prompt, (completion, reason, logprobs) in zip(refs, prompts, outputs, strict=True)
+            for ref, trains, prompt, (completion, reason, logprobs) in zip(refs, train, prompts, outputs, strict=True)
         ]
 
     def complete(self, problems: Sequence[Problem], samples: int = 1, temperature: float | None = None) -> list[str]:

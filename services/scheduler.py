@@ -1,13 +1,20 @@
 """The scheduler: which problems the rollout workers sample next, and which the learner draws.
 
-Two sum-trees over the pool (ids = positions in the pool):
+Where w acts (docs/math.md, "Where w acts", says the same):
 
-- the **rollout tree**, weight max(w(p_hat), floor) for problems with a fresh estimate and
-  `explore_weight` for problems with no estimate or one older than `stale_after_versions` policy
-  versions. In `loss` weighting mode problems are rolled out uniformly (weight 1, still exploring the
-  unseen first) and w acts in the loss instead.
-- the **learner tree**, weight w(p_hat) (no floor): the learner's draws for stages trained on teacher
-  references, in `sample` mode. In `loss` mode the learner draws uniformly and multiplies by w.
+- A problem is **known** when it has at least `min_outcomes` outcomes and its estimate is not older
+  than `stale_after_versions` policy versions; its training weight is w = kernel(c / n), the paper's
+  empirical rate (`paced_core.weighting.training_weights`). An **unknown** problem has training weight 0:
+  it is explored, never trained on as if known.
+- The **rollout tree** decides what is sampled. `sample` mode: w for known problems with w > 0, `floor`
+  for known ones at w = 0 (re-estimation), `explore_weight` for unknown ones. `loss` mode: 1 for known
+  problems (uniform), `explore_weight` (at least 1) for unknown ones. Draws are with replacement, so the
+  draw among known w > 0 problems is exactly in proportion to the tree's weights.
+- A drawn problem's request is marked `train` when the problem is known with w > 0: only those rollouts
+  are queued for the learner. So in stages on **student rollouts** the learner's batch follows w in
+  `sample` mode (and is uniform over the w > 0 problems in `loss` mode, where w multiplies the loss).
+- The **learner tree** gives the learner's draws for stages on **teacher references**: w (no floor) in
+  `sample` mode; in `loss` mode a uniform draw over the known w > 0 problems, w multiplying the loss.
 
 `observe()` takes new estimates; `rebuild()` recomputes both trees from a full estimate table (after
 a restart, from the store).
@@ -24,7 +31,7 @@ from paced_core.config import SchedulerConfig
 from paced_core.passrate import Estimate
 from paced_core.sampler import WeightedSampler
 from paced_core.tasks import Problem
-from paced_core.weighting import sampling_weight
+from paced_core.weighting import sampling_weight, training_weights
 from services.records import ProblemRef, RolloutRequest
 
 
@@ -36,8 +43,11 @@ class Scheduler:
         self.cfg = cfg
         self.kernel = cfg.kernel.build()
         self.index = {p.id: i for i, p in enumerate(self.pool)}
-        self.p_hat = np.full(len(pool), np.nan)  # nan: no usable estimate
+        self.correct = np.zeros(len(pool), dtype=np.int64)
+        self.n = np.zeros(len(pool), dtype=np.int64)
         self.version = np.full(len(pool), -1, dtype=np.int64)
+        self.weight = np.zeros(len(pool))  # training weight w (0 for unknown problems)
+        self.rate = np.full(len(pool), np.nan)  # c / n of known problems, NaN for unknown ones
         self.rollout_tree = WeightedSampler(len(pool))
         self.learner_tree = WeightedSampler(len(pool))
         self.policy_version = 0
@@ -58,34 +68,43 @@ class Scheduler:
         if not idx:
             return
         ests = [estimates[self.pool[i].id] for i in idx]
-        self.p_hat[idx] = [e.p_hat if e.n > 0 else np.nan for e in ests]
+        self.correct[idx] = [e.correct for e in ests]
+        self.n[idx] = [e.n for e in ests]
         self.version[idx] = [e.version for e in ests]
         self._refresh(np.asarray(idx))
 
     def rebuild(self, estimates: Mapping[str, Estimate], policy_version: int) -> None:
         """Recompute everything from a full estimate table (e.g. the store's, after a restart)."""
-        self.p_hat[:] = np.nan
+        self.correct[:] = 0
+        self.n[:] = 0
         self.version[:] = -1
         self.observe(estimates, policy_version)
         self._refresh(np.arange(len(self.pool)))
 
     def set_policy_version(self, version: int) -> None:
-        """A new policy may make old estimates stale: re-derive the rollout weights."""
+        """A new policy may make old estimates stale: re-derive the weights."""
         if version != self.policy_version:
             self.policy_version = version
             self._refresh(np.arange(len(self.pool)))
 
+    def fresh(self, versions: np.ndarray) -> np.ndarray:
+        """Whether estimates whose newest outcome came from `versions` are recent enough to use."""
+        return versions >= self.policy_version - self.cfg.stale_after_versions
+
     def _refresh(self, idx: np.ndarray) -> None:
-        p = self.p_hat[idx]
-        known = ~np.isnan(p) & (self.version[idx] >= self.policy_version - self.cfg.stale_after_versions)
-        w = np.zeros(idx.size)
-        w[known] = self.kernel(p[known])
+        w, rate = training_weights(
+            self.kernel, self.correct[idx], self.n[idx], self.cfg.min_outcomes, self.fresh(self.version[idx])
+        )
+        known = ~np.isnan(rate)
+        self.weight[idx], self.rate[idx] = w, rate
         if self.cfg.weighting == "sample":
             rollout_w = np.where(known, sampling_weight(w, self.cfg.floor), self.cfg.explore_weight)
+            learner_w = w
         else:
             rollout_w = np.where(known, 1.0, max(self.cfg.explore_weight, 1.0))
+            learner_w = (w > 0).astype(np.float64)
         self.rollout_tree.update(idx, rollout_w)
-        self.learner_tree.update(idx, w * self.drawable[idx])
+        self.learner_tree.update(idx, learner_w * self.drawable[idx])
 
     def restrict_learner_draws(self, problem_ids: Sequence[str]) -> None:
         """Let the learner draw only these problems (e.g. those with a verified teacher reference)."""
@@ -93,50 +112,53 @@ class Scheduler:
         self.drawable[[self.index[pid] for pid in problem_ids if pid in self.index]] = True
         self._refresh(np.arange(len(self.pool)))
 
-    def training_weights(self, indices: Sequence[int]) -> np.ndarray:
-        """w(p_hat) of each problem, for `loss` mode (0 where no estimate exists yet)."""
-        p = self.p_hat[np.asarray(indices, dtype=np.int64)]
-        w = np.zeros(p.size)
-        known = ~np.isnan(p)
-        w[known] = self.kernel(p[known])
-        return w
-
     def next_requests(self, k: int, samples_per_problem: int, role: str = "student") -> list[RolloutRequest]:
-        """k rollout requests drawn from the rollout tree (distinct problems while possible)."""
-        if self.rollout_tree.positive() == 0:
+        """k rollout requests drawn from the rollout tree, with replacement; a request is marked `train`
+        when its problem is known with training weight > 0."""
+        if self.rollout_tree.total() <= 0:
             raise ValueError(
                 "no problem can be drawn for rollouts: every rollout weight is 0 (scheduler.floor and "
                 "scheduler.explore_weight are 0, and the kernel gives 0 at every pass rate); set scheduler.floor > 0"
             )
-        draw = self.rollout_tree.sample(min(k, self.rollout_tree.positive()), seed=self._rng, replace=False)
-        return self.requests_for(draw, samples_per_problem, role)
+        draw = self.rollout_tree.sample(k, seed=self._rng, replace=True)
+        return [
+            RolloutRequest(
+                request_id=f"req-{next(self._request_ids)}",
+                problem=ref,
+                n=samples_per_problem,
+                role=role,
+                train=bool(self.weight[ref.index] > 0),
+            )
+            for ref in self.refs(draw)
+        ]
 
     def requests_for(
         self, indices: Sequence[int], samples_per_problem: int, role: str = "student"
     ) -> list[RolloutRequest]:
-        """Requests for chosen problems (warm-up estimation, teacher references)."""
+        """Requests for chosen problems (warm-up estimation, teacher references): never trained on."""
         return [
             RolloutRequest(request_id=f"req-{next(self._request_ids)}", problem=ref, n=samples_per_problem, role=role)
             for ref in self.refs(indices)
         ]
 
     def learner_draw(self, k: int) -> list[ProblemRef]:
-        """k problems for the learner: in proportion to w in `sample` mode, uniform in `loss` mode."""
-        if self.cfg.weighting == "loss" or self.learner_tree.total() <= 0:
-            return self.refs(self._rng.choice(np.flatnonzero(self.drawable), k))
+        """k problems for the learner (with replacement): in proportion to w in `sample` mode, uniform over
+        the known w > 0 problems in `loss` mode. Empty when no problem has training weight > 0."""
+        if self.learner_tree.total() <= 0:
+            return []
         return self.refs(self.learner_tree.sample(k, seed=self._rng))
 
     def summary(self) -> dict[str, float]:
-        """Pool-level figures for progress lines: seen fraction, mean p_hat, near-0 / between / near-1 shares."""
-        seen = ~np.isnan(self.p_hat)
-        p = self.p_hat[seen]
+        """Pool-level figures for progress lines: known fraction, mean c / n, near-0 / between / near-1
+        shares and the learnability mass sum w, over known problems."""
+        p = self.rate[~np.isnan(self.rate)]
         if p.size == 0:
             return {"seen": 0.0, "mean_p": float("nan"), "near0": 0.0, "mid": 0.0, "near1": 0.0, "mass": 0.0}
         return {
-            "seen": float(seen.mean()),
+            "seen": p.size / len(self.pool),
             "mean_p": float(p.mean()),
             "near0": float((p <= 0.125).mean()),
             "mid": float(((p > 0.125) & (p < 0.875)).mean()),
             "near1": float((p >= 0.875).mean()),
-            "mass": float(self.kernel(p).sum()),
+            "mass": float(self.weight.sum()),
         }

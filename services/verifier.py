@@ -4,7 +4,8 @@ Each problem is graded by its own checker (`Problem.checker`: exact, math or cho
 `verifier.checker` forces one. A crash or timeout inside math-verify grades the rollout as wrong with
 reason `error` / `timeout` (see `paced_core.verify`); it never stops the run.
 
-Student rollouts become outcomes (pass-rate statistics) and queued graded rollouts (training data).
+Student rollouts become outcomes (pass-rate statistics); those drawn for training (`Rollout.train`, a
+known problem with w > 0) also become queued graded rollouts (training data).
 Teacher rollouts are references for forward-KL stages: only the correct ones are kept, in the store.
 """
 
@@ -67,8 +68,9 @@ class Verifier:
         self.reasons: Counter[str] = Counter()
 
     def grade(self, rollouts: Sequence[Rollout], queue: bool = True) -> dict[str, object]:
-        """Grade, record and (with `queue`) queue for the learner; returns counts and the ids of the problems
-        whose estimates moved. Warm-up samples are recorded only: they seed the pass rates."""
+        """Grade, record and (with `queue`) queue the rollouts drawn for training (`Rollout.train`) for the
+        learner; returns counts and the ids of the problems whose estimates moved. Warm-up samples are
+        recorded only: they seed the pass rates."""
         problems = [self.pool[r.problem.index] for r in rollouts]
         verdicts = self.grader.grade(problems, [r.text for r in rollouts])
         graded = [
@@ -79,8 +81,10 @@ class Verifier:
         student = [g for g in graded if g.rollout.role == "student"]
         teacher = [g for g in graded if g.rollout.role == "teacher"]
         new = self.store.record_outcomes([Outcome.of(g) for g in student]) if student else 0
-        if student and queue:
-            self.store.push_graded(student)
+        # Only rollouts drawn for training reach the learner; the rest estimated a pass rate.
+        trainable = [g for g in student if g.rollout.train] if queue else []
+        if trainable:
+            self.store.push_graded(trainable)
         kept_refs = 0
         by_problem: dict[str, list[dict]] = {}
         for g in teacher:
@@ -93,7 +97,7 @@ class Verifier:
             kept_refs += len(refs)
         return {
             "graded": len(graded),
-            "queued": len(student) if queue else 0,
+            "queued": len(trainable),
             "recorded": new,
             "correct": sum(g.correct for g in graded),
             "teacher_refs_kept": kept_refs,

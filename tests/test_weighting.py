@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from paced_core.weighting import beta_kernel, hard, sampling_weight, uniform
+from paced_core.weighting import beta_kernel, hard, sampling_weight, training_weights, uniform
 
 
 def test_default_beta_kernel_is_p_times_one_minus_p():
@@ -35,8 +35,8 @@ def test_uniform_and_hard():
 
 
 def test_sampling_floor_keeps_extremes_drawable_but_not_interior():
-    w = beta_kernel(np.array([0.0, 0.5, 1.0]))
-    np.testing.assert_array_equal(sampling_weight(w, 0.01), [0.01, 0.25, 0.01])
+    w = beta_kernel(np.array([0.0, 0.5, 1.0, 0.001]))
+    np.testing.assert_array_equal(sampling_weight(w, 0.01), [0.01, 0.25, 0.01, 0.001 * 0.999])
     torch.testing.assert_close(sampling_weight(torch.tensor([0.0, 0.2]), 0.05), torch.tensor([0.05, 0.2]))
     with pytest.raises(ValueError, match="floor"):
         sampling_weight(w, -0.1)
@@ -82,3 +82,15 @@ def test_kernels_keep_float_dtypes_and_ignore_autograd():
     p = torch.tensor([0.25, 0.5], requires_grad=True)
     beta_kernel(p).sum().backward()  # the range check must not break the graph
     torch.testing.assert_close(p.grad, 1 - 2 * p.detach())
+
+
+def test_training_weights_take_the_empirical_rate_and_zero_unknown_problems():
+    correct, n = np.array([0, 16, 8, 1, 3]), np.array([16, 16, 16, 2, 0])
+    w, rate = training_weights(beta_kernel, correct, n, min_outcomes=4)
+    np.testing.assert_array_equal(w, [0.0, 0.0, 0.25, 0.0, 0.0])  # exactly 0 at 0/16 and 16/16
+    np.testing.assert_array_equal(rate[:3], [0.0, 1.0, 0.5])
+    assert np.isnan(rate[3:]).all()  # fewer than min_outcomes: unknown
+    w, _ = training_weights(hard, correct, n, min_outcomes=4, fresh=np.array([1, 1, 0, 1, 1]))
+    np.testing.assert_array_equal(w, [0.0, 0.0, 0.0, 0.0, 0.0])  # a stale estimate is unknown too
+    with pytest.raises(ValueError, match="min_outcomes"):
+        training_weights(beta_kernel, correct, n, min_outcomes=0)
