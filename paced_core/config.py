@@ -147,6 +147,8 @@ class SyntheticData(Section):
     type: Literal["synthetic"] = "synthetic"
     n: Int = Field(default=2000, ge=1)
     levels: list[Int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+    # The share of the pool at each level (one positive number per level; default: equal shares).
+    shares: list[Float] | None = None
     seed: Int = 0
 
     @field_validator("levels")
@@ -154,6 +156,12 @@ class SyntheticData(Section):
     def _known_levels(cls, levels: list[int]) -> list[int]:
         synthetic_arithmetic(0, levels=levels)  # the generator owns the rule; it names an unknown or repeated level
         return levels
+
+    @model_validator(mode="after")
+    def _shares_fit_levels(self) -> SyntheticData:
+        if self.shares is not None:
+            synthetic_arithmetic(0, levels=self.levels, shares=self.shares)
+        return self
 
 
 DataSource = Annotated[BuiltinData | JsonlData | SyntheticData, Field(discriminator="type")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -313,37 +314,52 @@ def _level_5(rng: random.Random) -> tuple[str, int]:
     return f"{a}{s}{b}{t}{c}", _apply(_apply(a, s, b), t, c)
 
 
+def _level_6(rng: random.Random) -> tuple[str, int]:
+    """A 2-digit number times a 2-digit number (8100 distinct problems): beyond both embedded models (the
+    teacher and the student solve about 1% greedily), the share of a real pool neither can reach."""
+    a, b = _draw(rng, 10, 99), _draw(rng, 10, 99)
+    return f"{a}*{b}", a * b
+
+
 _LEVELS: dict[int, Callable[[random.Random], tuple[str, int]]] = {
     1: _level_1,
     2: _level_2,
     3: _level_3,
     4: _level_4,
     5: _level_5,
+    6: _level_6,
 }
 
 _MAX_DRAWS_PER_PROBLEM = 100_000
 
 
-def synthetic_arithmetic(n: int, *, levels: Sequence[int] = (1, 2, 3, 4, 5), seed: int = 0) -> list[Problem]:
+def synthetic_arithmetic(
+    n: int, *, levels: Sequence[int] = (1, 2, 3, 4, 5), seed: int = 0, shares: Sequence[float] | None = None
+) -> list[Problem]:
     """`n` distinct integer-arithmetic problems, e.g. prompt "47+56=" with answer "103", checker "exact".
 
     Problem i has level `levels[i % len(levels)]`, so levels are equally represented (counts differ by at
-    most one) and the output for `n` is a prefix of the output for any larger `n`. Difficulty grows with
-    operand size and the number of operations:
+    most one). With `shares` (one positive number per level, normalised), problem i has the level whose
+    count lags its share the most, share * (i + 1) - count (ties to the earlier level), so every prefix
+    holds each level in proportion to its share within one problem. Either way the output for `n` is a
+    prefix of the output for any larger `n`. Difficulty grows with operand size and the number of
+    operations:
 
     1. a+b, a < 100, b 1-digit (only 1000 distinct problems exist)
     2. a+b, 2-digit
     3. a-b, 2-digit (negative when b > a)
     4. a*b, 2-digit times 2..9, either order (1440 distinct)
     5. a±b±c, a and b 2-digit, c 1-digit
+    6. a*b, both 2-digit (not a default level: beyond the embedded teacher and student)
 
-    The operands stay small enough for the embedded character-level models (`paced_core.embedded`),
-    trained from scratch on CPU, to learn every level. Answers may be negative. Prompts and answers use
-    only `SYNTHETIC_ALPHABET`. Ids are `syn-L<level>-<i:06d>`; metadata is
+    The operands of levels 1-5 stay small enough for the embedded character-level models
+    (`paced_core.embedded`), trained from scratch on CPU, to learn them. Answers may be negative. Prompts
+    and answers use only `SYNTHETIC_ALPHABET`. Ids are `syn-L<level>-<i:06d>`; metadata is
     `{"dataset": "synthetic", "level": level}`. The same `seed` (an int, never None: the output must be
     reproducible) gives the identical list on any machine and Python version. Raises `ValueError` for a seed
-    that is not an int, for a level that is not an int in 1..5 (a bool included), for repeated or no levels,
-    and when a level runs out of distinct problems.
+    that is not an int, for a level that is not an int in 1..6 (a bool included), for repeated or no levels,
+    for shares that are not one positive finite number per level, and when a level runs out of distinct
+    problems.
     """
     if n < 0:
         raise ValueError(f"synthetic_arithmetic(n={n}): n must be >= 0")
@@ -361,11 +377,27 @@ def synthetic_arithmetic(n: int, *, levels: Sequence[int] = (1, 2, 3, 4, 5), see
         )
     if not levels or len(set(levels)) != len(levels):
         raise ValueError(f"synthetic_arithmetic(levels={tuple(levels)}): give distinct levels from {tuple(_LEVELS)}")
+    if shares is not None:
+        shares = list(shares)
+        if len(shares) != len(levels) or not all(
+            type(x) in (int, float) and 0 < x < math.inf for x in shares
+        ):
+            raise ValueError(
+                f"synthetic_arithmetic(shares={shares}): give one positive finite number per level {tuple(levels)}"
+            )
+        total = sum(shares)
+        shares = [x / total for x in shares]
     rng = random.Random(seed)
     seen: set[str] = set()
     problems = []
+    counts = [0] * len(levels)
     for i in range(n):
-        level = levels[i % len(levels)]
+        if shares is None:
+            slot = i % len(levels)
+        else:
+            slot = max(range(len(levels)), key=lambda j: (shares[j] * (i + 1) - counts[j], -j))
+        counts[slot] += 1
+        level = levels[slot]
         for _ in range(_MAX_DRAWS_PER_PROBLEM):
             expression, value = _LEVELS[level](rng)
             if expression not in seen:

@@ -89,7 +89,10 @@ def training_weights(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(w, rate) per problem: w = kernel(c / n) where the problem is known (n >= min_outcomes and, if
     `fresh` is given, fresh), else 0; rate = c / n where known, else NaN. The one rule every weight a
-    problem trains with follows (scheduler draws and the learner's loss multiplier alike)."""
+    problem trains with follows (scheduler draws and the learner's loss multiplier alike).
+
+    `uniform` needs no pass rate (plain distillation trains on every problem): it gives w = 1 to
+    unknown problems too."""
     correct, n = np.asarray(correct, dtype=np.float64), np.asarray(n, dtype=np.int64)
     if min_outcomes < 1:
         raise ValueError(f"min_outcomes must be >= 1; got {min_outcomes}")
@@ -98,6 +101,8 @@ def training_weights(
         known &= np.asarray(fresh, dtype=bool)
     rate = np.full(n.shape, np.nan)
     rate[known] = correct[known] / n[known]
+    if kernel is uniform:
+        return np.ones(n.shape), rate
     w = np.zeros(n.shape)
     if known.any():
         w[known] = kernel(rate[known])

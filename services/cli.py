@@ -4,6 +4,7 @@ paced config show FILE [--set key=value ...]   print the resolved config (defaul
 paced config check FILE [--set key=value ...]  validate; exit 0 if usable, 2 with the problems if not
 paced run --config FILE [--out DIR] [--set ...] [--resume]   run the pipeline (see services.driver)
 paced scale --rollout N [--store URL] [--run NAME] [--address ADDR]   change the rollout replica count
+paced experiment FILE [--out DIR] [--quick] [--parallel N]   arms x seeds, then report.md (services.experiment)
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "models", help="model tools: paced models import-gguf SRC DST (--help for its options)", add_help=False
+    )
+    commands.add_parser(
+        "experiment", help="run every arm x seed of an experiment file, then its report", add_help=False
     )
     commands.add_parser("dashboard", help="serve the web dashboard of a run (paced dashboard --help)", add_help=False)
     scale = commands.add_parser("scale", help="set the desired number of rollout actors of a running run")
@@ -122,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.gguf_import import main as import_gguf_main
 
         return import_gguf_main(argv[2:])
+    if argv[:1] == ["experiment"]:
+        from services.experiment import main as experiment_main
+
+        return experiment_main(argv[1:])
     if argv[:1] == ["dashboard"]:
         from services.dashboard.server import main as dashboard_main
 

@@ -82,7 +82,7 @@ class Driver:
         )
         self.eval_sets = load_eval_sets(cfg.data)
         self.store: PassRateStore = open_store(cfg.store)
-        self.scheduler = Scheduler(self.pool.train, cfg.scheduler)
+        self.scheduler = Scheduler(self.pool.train, cfg.scheduler, frozen=cfg.store.mode == "frozen")
         self.workers: dict[str, WorkerSlot] = {}
         self._worker_seq = 0
         self.weights_ref: Any = None
@@ -105,6 +105,9 @@ class Driver:
         # Weights reach the engines by the learner's NCCL broadcast instead of the object store.
         self._nccl = cfg.rollout.backend == "vllm" and cfg.rollout.vllm.weight_transport == "nccl"
         self.evals: list[dict[str, Any]] = []
+        self._solved_before: dict[str, list[int]] = {}  # eval set -> problems its "before" evaluation solved
+        self.retained: dict[str, dict[str, float]] = {}
+        self.trained_by_p = {"p0": 0, "between": 0, "p1": 0, "unknown": 0}  # trained sequences by c / n
 
     # ------------------------------------------------------------------ actors
 
@@ -333,9 +336,9 @@ class Driver:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _accuracy(self, problems: list) -> tuple[float, dict[str, float], int]:
+    def _accuracy(self, problems: list) -> tuple[float, dict[str, float], int, list[float]]:
         """The student's accuracy on `problems`: greedy, or mean@k with `pipeline.eval_samples` = k > 1.
-        Returns (accuracy, accuracy by group, the policy version evaluated)."""
+        Returns (accuracy, accuracy by group, the policy version evaluated, each problem's accuracy)."""
         slot = next(iter(self.workers.values()))
         if slot.busy is not None:
             ray.wait([slot.busy])
@@ -348,25 +351,36 @@ class Driver:
         for p, ok in zip(repeated, correct, strict=True):
             by_group.setdefault(group_of(p), []).append(ok)
         groups = {g: sum(v) / len(v) for g, v in sorted(by_group.items())}
-        return sum(correct) / len(correct), groups, slot.version
+        per_problem = [sum(correct[i * k : (i + 1) * k]) / k for i in range(len(problems))]
+        return sum(correct) / len(correct), groups, slot.version, per_problem
 
     def evaluate(self) -> float:
         """Held-out accuracy now; recorded in `self.evals` and the store's metrics."""
         if not self.eval_set:
             return float("nan")
-        acc, groups, version = self._accuracy(self.eval_set)
+        acc, groups, version, _ = self._accuracy(self.eval_set)
         self.evals.append({"version": version, "accuracy": acc, "by_group": groups, "time": time.time()})
         self.store.append_metrics({"kind": "eval", **self.evals[-1]})
         return acc
 
     def evaluate_sets(self, when: str) -> dict[str, float]:
-        """Accuracy on each of `data.eval_sets` (`when`: "before" or "after", for the log)."""
+        """Accuracy on each of `data.eval_sets` (`when`: "before" or "after", for the log). After the run,
+        also the accuracy on the problems each set's "before" evaluation solved (`self.retained`): what the
+        student kept of what it knew, the forgetting probe."""
         results: dict[str, float] = {}
         k = self.cfg.pipeline.eval_samples
         metric = f"mean@{k}" if k > 1 else "greedy"
         for name, problems in self.eval_sets.items():
-            acc, _, version = self._accuracy(problems)
+            acc, _, version, per_problem = self._accuracy(problems)
             results[name] = acc
+            if when == "before":
+                self._solved_before[name] = [i for i, a in enumerate(per_problem) if a == 1.0]
+            else:
+                solved = self._solved_before.get(name, [])
+                self.retained[name] = {
+                    "solved_before": len(solved),
+                    "accuracy_after": sum(per_problem[i] for i in solved) / len(solved) if solved else float("nan"),
+                }
             log(f"{name} {metric} accuracy {when}: {acc:.3f} on {len(problems)} problems")
             self.store.append_metrics(
                 {"kind": "eval_set", "set": name, "accuracy": acc, "version": version, "time": time.time()}
@@ -463,6 +477,8 @@ class Driver:
             "eval_samples": cfg.pipeline.eval_samples,
             "eval_sets_before": sets_before,
             "eval_sets_after": sets_after,
+            # per eval set: how many problems the student solved before the run, and its accuracy on them after
+            "eval_sets_retained": self.retained,
             "passrate_histogram_before": hist_before,
             "passrate_histogram_after": self.store.histogram(),
             "rollout_tokens_per_s": self.generated_tokens / wall if wall else 0.0,
@@ -475,6 +491,7 @@ class Driver:
             "rollouts_dropped_offstage": self.counts["dropped_offstage"],
             "rollouts_left_in_queue": sum(self.store.queue_depth().values()),
             "teacher_sequences": self.counts["teacher_sequences"],
+            "trained_sequences_by_p": self.trained_by_p,
             "actor_restarts": self.restarts,
             "learner_restarts": self.learner_restarts,
         }
@@ -495,6 +512,8 @@ class Driver:
     def _absorb_step(self, metrics: dict[str, Any]) -> dict[str, Any]:
         for key, value in metrics.pop("counts").items():
             self.counts[key] += value
+        for p in metrics.get("trained_p", []):  # what the trained batches held, by the estimate c / n
+            self.trained_by_p["unknown" if p is None else "p0" if p == 0 else "p1" if p == 1 else "between"] += 1
         metrics["workers"] = len(self.workers)
         metrics["rollout_tokens"] = self.generated_tokens  # cumulative; the dashboard derives tokens/s
         return metrics

@@ -229,12 +229,11 @@ class Learner:
         ests = self.store.estimates(problem_ids)
         sc = self.cfg.scheduler
         versions = np.array([e.version for e in ests])
+        fresh = versions >= self.version - sc.stale_after_versions
+        if self.cfg.store.mode == "frozen":  # frozen estimates never go stale
+            fresh[:] = True
         return training_weights(
-            self.kernel,
-            np.array([e.correct for e in ests]),
-            np.array([e.n for e in ests]),
-            sc.min_outcomes,
-            versions >= self.version - sc.stale_after_versions,
+            self.kernel, np.array([e.correct for e in ests]), np.array([e.n for e in ests]), sc.min_outcomes, fresh
         )
 
     # ------------------------------------------------------------------ training

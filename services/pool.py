@@ -28,7 +28,7 @@ def _load(source: DataSource) -> list[Problem]:
     if isinstance(source, JsonlData):
         return load_jsonl(source.path)
     if isinstance(source, SyntheticData):
-        return synthetic_arithmetic(source.n, levels=tuple(source.levels), seed=source.seed)
+        return synthetic_arithmetic(source.n, levels=tuple(source.levels), seed=source.seed, shares=source.shares)
     raise TypeError(f"unknown data source {source!r}")
 
 

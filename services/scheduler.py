@@ -3,9 +3,10 @@
 Where w acts (docs/math.md, "Where w acts", says the same):
 
 - A problem is **known** when it has at least `min_outcomes` outcomes and its estimate is not older
-  than `stale_after_versions` policy versions; its training weight is w = kernel(c / n), the paper's
-  empirical rate (`paced_core.weighting.training_weights`). An **unknown** problem has training weight 0:
-  it is explored, never trained on as if known.
+  than `stale_after_versions` policy versions (frozen estimates never go stale); its training weight
+  is w = kernel(c / n), the paper's empirical rate (`paced_core.weighting.training_weights`). An
+  **unknown** problem has training weight 0: it is explored, never trained on as if known (except under
+  the `uniform` kernel, plain distillation, which needs no pass rate and trains on every problem).
 - The **rollout tree** decides what is sampled. `sample` mode: w for known problems with w > 0, `floor`
   for known ones at w = 0 (re-estimation), `explore_weight` for unknown ones. `loss` mode: 1 for known
   problems (uniform), `explore_weight` (at least 1) for unknown ones. Draws are with replacement, so the
@@ -36,11 +37,13 @@ from services.records import ProblemRef, RolloutRequest
 
 
 class Scheduler:
-    def __init__(self, pool: Sequence[Problem], cfg: SchedulerConfig) -> None:
+    def __init__(self, pool: Sequence[Problem], cfg: SchedulerConfig, frozen: bool = False) -> None:
+        """`frozen`: the store's estimates are frozen (`store.mode: frozen`), so they never go stale."""
         if not pool:
             raise ValueError("the problem pool is empty")
         self.pool = list(pool)
         self.cfg = cfg
+        self.frozen = frozen
         self.kernel = cfg.kernel.build()
         self.index = {p.id: i for i, p in enumerate(self.pool)}
         self.correct = np.zeros(len(pool), dtype=np.int64)
@@ -89,6 +92,8 @@ class Scheduler:
 
     def fresh(self, versions: np.ndarray) -> np.ndarray:
         """Whether estimates whose newest outcome came from `versions` are recent enough to use."""
+        if self.frozen:
+            return np.ones(versions.shape, dtype=bool)
         return versions >= self.policy_version - self.cfg.stale_after_versions
 
     def _refresh(self, idx: np.ndarray) -> None:

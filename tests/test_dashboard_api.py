@@ -469,6 +469,8 @@ def test_the_dashboard_reads_a_run_the_real_pipeline_recorded(
         "student.path": tiny_models["student"],
         "teacher.path": tiny_models["teacher"],
         "schedule": "{type: constant, loss: {kind: reverse_kl}}",  # random models: no teacher references
+        # Random models solve nothing (p = 0 everywhere, PACED weight 0): uniform trains on every known problem.
+        "scheduler.kernel": "{type: uniform}",
     }
     cfg = load_config(REPO / "configs" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])
     driver = Driver(cfg, tmp_path)

@@ -42,6 +42,8 @@ def small_config(models: dict[str, str], run_name: str, steps: int = 6, redis_ur
         "dashboard.port": "0",
         # demo.yaml starts with forward KL on verified teacher references, which a random teacher never gives.
         "schedule": "{type: constant, loss: {kind: reverse_kl}}",
+        # Random models solve nothing (p = 0 everywhere, PACED weight 0): uniform trains on every known problem.
+        "scheduler.kernel": "{type: uniform}",
         **extra,
     }
     if redis_url:

@@ -84,6 +84,7 @@ def test_ray_job_submit_runs_the_demo_config(ray_head, tmp_path, tiny_models):
         "pipeline.problems_per_request=8", "learner.batch_size=16", "run.name=ray-job",
         # Random models: the teacher verifies no references for demo.yaml's forward-KL stage.
         "schedule={type: constant, loss: {kind: reverse_kl}}",
+        "scheduler.kernel={type: uniform}",  # random models solve nothing: PACED's weight would be 0
     ]  # fmt: skip
     sets = [arg for o in overrides for arg in ("--set", o)]
     proc = subprocess.run(

@@ -129,3 +129,10 @@ def test_a_pool_with_no_drawable_problem_is_an_error_naming_the_floor():
     sched.observe({p.id: est(1.0) for p in POOL})  # mastered everywhere: p(1 - p) = 0 and no floor
     with pytest.raises(ValueError, match=r"set scheduler\.floor > 0"):
         sched.next_requests(4, 2)
+
+
+def test_frozen_estimates_never_go_stale():
+    sched = Scheduler(POOL, SchedulerConfig(stale_after_versions=5), frozen=True)
+    sched.observe({POOL[0].id: est(0.5, version=0)})
+    sched.set_policy_version(100)
+    assert sched.weight[0] == 0.25

@@ -394,8 +394,23 @@ def test_synthetic_level_one_runs_out_after_1000_problems() -> None:
 
 
 def test_synthetic_rejects_unknown_levels() -> None:
-    with pytest.raises(ValueError, match=r"unknown level 6; levels are the ints \(1, 2, 3, 4, 5\)"):
-        synthetic_arithmetic(10, levels=(1, 6))
+    with pytest.raises(ValueError, match=r"unknown level 7; levels are the ints \(1, 2, 3, 4, 5, 6\)"):
+        synthetic_arithmetic(10, levels=(1, 7))
+
+
+def test_synthetic_shares_set_each_levels_part_of_every_prefix() -> None:
+    problems = synthetic_arithmetic(400, levels=(2, 6), shares=(3, 1), seed=0)
+    for n in (4, 40, 400):
+        levels = [p.metadata["level"] for p in problems[:n]]
+        assert abs(levels.count(2) - 0.75 * n) <= 1
+    assert synthetic_arithmetic(40, levels=(2, 6), shares=(3, 1), seed=0) == problems[:40]
+    assert synthetic_arithmetic(6, seed=0, shares=None) == synthetic_arithmetic(6, seed=0)
+
+
+@pytest.mark.parametrize("shares", [(1,), (1, 0), (1, -2), (1, float("inf")), (1, True)])
+def test_synthetic_rejects_shares_that_do_not_fit_the_levels(shares) -> None:
+    with pytest.raises(ValueError, match=r"give one positive finite number per level \(2, 6\)"):
+        synthetic_arithmetic(10, levels=(2, 6), shares=shares)
 
 
 @pytest.mark.parametrize("level", [True, 1.0, 0])

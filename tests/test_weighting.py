@@ -94,3 +94,10 @@ def test_training_weights_take_the_empirical_rate_and_zero_unknown_problems():
     np.testing.assert_array_equal(w, [0.0, 0.0, 0.0, 0.0, 0.0])  # a stale estimate is unknown too
     with pytest.raises(ValueError, match="min_outcomes"):
         training_weights(beta_kernel, correct, n, min_outcomes=0)
+
+
+def test_uniform_trains_on_unknown_problems_too():
+    """Plain distillation needs no pass rate: every problem weighs 1, known or not."""
+    w, rate = training_weights(uniform, np.array([0, 3]), np.array([16, 0]), min_outcomes=4)
+    np.testing.assert_array_equal(w, [1.0, 1.0])
+    assert rate[0] == 0.0 and np.isnan(rate[1])
