@@ -379,9 +379,7 @@ def synthetic_arithmetic(
         raise ValueError(f"synthetic_arithmetic(levels={tuple(levels)}): give distinct levels from {tuple(_LEVELS)}")
     if shares is not None:
         shares = list(shares)
-        if len(shares) != len(levels) or not all(
-            type(x) in (int, float) and 0 < x < math.inf for x in shares
-        ):
+        if len(shares) != len(levels) or not all(type(x) in (int, float) and 0 < x < math.inf for x in shares):
             raise ValueError(
                 f"synthetic_arithmetic(shares={shares}): give one positive finite number per level {tuple(levels)}"
             )

@@ -5,6 +5,7 @@ paced config check FILE [--set key=value ...]  validate; exit 0 if usable, 2 wit
 paced run --config FILE [--out DIR] [--set ...] [--resume]   run the pipeline (see services.driver)
 paced scale --rollout N [--store URL] [--run NAME] [--address ADDR]   change the rollout replica count
 paced experiment FILE [--out DIR] [--quick] [--parallel N]   arms x seeds, then report.md (services.experiment)
+paced analyze snr --config FILE [--checkpoint DIR] ...       gradient SNR by pass rate (services.analyze_snr)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "experiment", help="run every arm x seed of an experiment file, then its report", add_help=False
     )
+    commands.add_parser("analyze", help="paced analyze snr: gradient SNR by pass rate (--help)", add_help=False)
     commands.add_parser("dashboard", help="serve the web dashboard of a run (paced dashboard --help)", add_help=False)
     scale = commands.add_parser("scale", help="set the desired number of rollout actors of a running run")
     scale.add_argument("--rollout", type=int, required=True, metavar="N", help="desired rollout replicas (>= 0)")
@@ -130,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.experiment import main as experiment_main
 
         return experiment_main(argv[1:])
+    if argv[:1] == ["analyze"]:
+        from services.analyze_snr import main as analyze_main
+
+        return analyze_main(argv[1:])
     if argv[:1] == ["dashboard"]:
         from services.dashboard.server import main as dashboard_main
 

@@ -223,6 +223,35 @@ class Learner:
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=c_width + 1)
         return out.logits[:, :-1, : self.vocab]
 
+    def divergence(self, seqs: Sequence[TrainSequence], spec: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-token divergence [B, C] of `spec`'s kind, completion mask [B, C]): the student's logits
+        against the frozen teacher's on the same completion tokens, differentiable in the student."""
+        completions = [s.completion for s in seqs]
+        mask = torch.zeros(len(seqs), max(len(c) for c in completions), device=self.device)
+        for row, c in enumerate(completions):
+            mask[row, : len(c)] = 1
+        with torch.no_grad():
+            teacher_logits = self._completion_logits(self.teacher, [s.teacher_prompt for s in seqs], completions)
+        student_logits = self._completion_logits(self.student, [s.student_prompt for s in seqs], completions)
+        kwargs = {"beta": spec.beta} if spec.kind == "jsd" else {"mu": spec.mu} if spec.kind == "akl" else {}
+        chunk = self.cfg.learner.chunk_size
+        if self.cfg.teacher.logits == "topk":
+            # The view a served teacher gives: its top-k log-probs, the rest in one tail bucket.
+            ids, logprobs = topk_logprobs(teacher_logits, self.cfg.teacher.topk)
+            del teacher_logits
+            per_token = topk_divergence(student_logits, ids, logprobs, mask, kind=spec.kind, chunk_size=chunk, **kwargs)
+        else:
+            per_token = DIVERGENCES[spec.kind](student_logits, teacher_logits, mask, chunk_size=chunk, **kwargs)
+        return per_token, mask
+
+    def sequence(self, problem_id: str, completion: Sequence[int], version: int = -1) -> TrainSequence:
+        """A training sequence of `completion` for a pool problem: the student's prompt, and the teacher's
+        (with the reference answer under `teacher.privileged_context`)."""
+        return TrainSequence(
+            self._prompt(problem_id, "student"), self._prompt(problem_id, "teacher"), list(completion), problem_id,
+            version,
+        )  # fmt: skip
+
     def _weights(self, problem_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(w, c / n) of each problem from the store now, by the scheduler's rule
         (`paced_core.weighting.training_weights`): an unknown or stale problem has weight 0."""
@@ -265,22 +294,7 @@ class Learner:
                 "loss_kind": spec.kind,
                 "counts": {k: v - counts_before[k] for k, v in self.counts.items()},
             }
-        completions = [s.completion for s in seqs]
-        mask = torch.zeros(len(seqs), max(len(c) for c in completions), device=self.device)
-        for row, c in enumerate(completions):
-            mask[row, : len(c)] = 1
-        with torch.no_grad():
-            teacher_logits = self._completion_logits(self.teacher, [s.teacher_prompt for s in seqs], completions)
-        student_logits = self._completion_logits(self.student, [s.student_prompt for s in seqs], completions)
-        kwargs = {"beta": spec.beta} if spec.kind == "jsd" else {"mu": spec.mu} if spec.kind == "akl" else {}
-        chunk = self.cfg.learner.chunk_size
-        if self.cfg.teacher.logits == "topk":
-            # The view a served teacher gives: its top-k log-probs, the rest in one tail bucket.
-            ids, logprobs = topk_logprobs(teacher_logits, self.cfg.teacher.topk)
-            del teacher_logits
-            per_token = topk_divergence(student_logits, ids, logprobs, mask, kind=spec.kind, chunk_size=chunk, **kwargs)
-        else:
-            per_token = DIVERGENCES[spec.kind](student_logits, teacher_logits, mask, chunk_size=chunk, **kwargs)
+        per_token, mask = self.divergence(seqs, spec)
         w, rate = self._weights([s.problem_id for s in seqs])
         mode = self.cfg.scheduler.weighting
         weights = torch.as_tensor(w, dtype=torch.float32, device=self.device) if mode == "loss" else None
