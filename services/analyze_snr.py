@@ -195,14 +195,29 @@ def write(result: dict[str, Any], out: Path) -> None:
         lines += ["", f"SNR at p = 0: {_g(ends.get(0))}; at p = 1: {_g(ends.get(result['samples']))}; "
                   f"highest interior bucket: {_g(max(inner))}."]  # fmt: skip
     if fit:
-        bell = fit["a"] > 0 and fit["b"] > 0
         lines += ["", f"Fit over {fit['buckets']} interior buckets: log SNR = {fit['a']:.2f} log p + "
-                  f"{fit['b']:.2f} log(1 - p) {fit['c']:+.2f}: "
-                  + ("both exponents positive, the bell curve the paper reports." if bell else
-                     "not a bell curve (an exponent is <= 0).")]  # fmt: skip
+                  f"{fit['b']:.2f} log(1 - p) {fit['c']:+.2f}."]  # fmt: skip
     else:
         lines += ["", "Too few interior buckets with a positive SNR to fit."]
+    lines += ["", "Verdict: " + bell_verdict(result)]
     (out / "snr.md").write_text("\n".join(lines) + "\n")
+
+
+def bell_verdict(result: dict[str, Any]) -> str:
+    """Whether the SNR collapses at each extreme: the end bucket's SNR below half the highest interior one."""
+    k = result["samples"]
+    inner = [b["snr"] for b in result["buckets"] if b["snr"] is not None and 0 < b["correct"] < k]
+    if not inner:
+        return "no interior bucket has an estimate."
+    peak = max(inner)
+    ends = {b["correct"]: b["snr"] for b in result["buckets"] if b["correct"] in (0, k)}
+    collapsed = {c: ends.get(c) is not None and ends[c] < peak / 2 for c in (0, k)}
+    if all(collapsed.values()):
+        return "the SNR collapses at both extremes: the bell curve the paper reports."
+    if not any(collapsed.values()):
+        return "the SNR collapses at neither extreme: no bell curve."
+    low, high = ("p = 0", "p = 1") if collapsed[0] else ("p = 1", "p = 0")
+    return f"the SNR collapses at {low} only; at {high} it is as high as in the interior: half a bell."
 
 
 def _g(x: float | None) -> str:
@@ -233,5 +248,5 @@ def main(argv: Sequence[str]) -> int:
         return 2 if isinstance(err, ConfigError) else 1
     write(result, out)
     fit = result["fit"]
-    log(f"{out / 'snr.md'}: " + (f"fit a = {fit['a']:.2f}, b = {fit['b']:.2f}" if fit else "no fit"))
+    log(f"{out / 'snr.md'}: " + (f"fit a = {fit['a']:.2f}, b = {fit['b']:.2f}; " if fit else "") + bell_verdict(result))
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.analyze_snr import bucket_snr, fit_bell
+from services.analyze_snr import bell_verdict, bucket_snr, fit_bell
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,17 @@ def test_fit_recovers_the_exponents_of_a_bell():
     fit = fit_bell(np.concatenate([[0.0], p, [1.0]]), np.concatenate([[0.01], snr, [0.02]]))
     assert (fit["a"], fit["b"], fit["c"]) == pytest.approx((1.5, 0.7, -1.0))
     assert fit_bell(np.array([0.0, 0.5, 1.0]), np.array([1.0, 1.0, 1.0])) is None
+
+
+@pytest.mark.parametrize(
+    ("ends", "verdict"),
+    [((0.001, 0.001), "collapses at both extremes"), ((0.02, 0.001), "collapses at p = 1 only"),
+     ((0.001, 0.02), "collapses at p = 0 only"), ((0.02, 0.02), "collapses at neither")],
+)  # fmt: skip
+def test_the_verdict_compares_each_end_with_the_interior_peak(ends, verdict):
+    buckets = [{"correct": 0, "snr": ends[0]}, {"correct": 1, "snr": 0.01}, {"correct": 2, "snr": 0.02},
+               {"correct": 3, "snr": 0.01}, {"correct": 4, "snr": ends[1]}]  # fmt: skip
+    assert verdict in bell_verdict({"samples": 4, "buckets": buckets})
 
 
 @pytest.mark.slow
