@@ -201,6 +201,9 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
 def render(results: dict[str, Any], plots: list[str], machine: str) -> str:
     base = results["baseline"]
     n = len(results["seeds"])
+    base_arm = results["arms"][base]
+    # When the baseline ends below where it started, "steps to reach its final accuracy" measures nothing.
+    lost = base_arm["final"]["mean"] is not None and base_arm["final"]["mean"] <= (base_arm["before"]["mean"] or 0)
     lines = [
         f"# Experiment `{results['experiment']}`",
         "",
@@ -220,6 +223,8 @@ def render(results: dict[str, Any], plots: list[str], machine: str) -> str:
         at = reach["mean_curve"]
         reached = ("never" if at is None else f"{at:.0f}") + f" ({reach['reached']}/{n} seeds reach it)"
         ratio = f"{reach['ratio_to_baseline']:.2f}" if reach["ratio_to_baseline"] is not None else "-"
+        if lost:
+            reached = ratio = f"n/a ({base} lost accuracy)"
         lines.append(
             f"| {arm} | {_fmt(r['before'])} | {_fmt(r['final'])} | {_fmt(r['diff_from_baseline'])} | {reached} "
             f"| {ratio} | {_fmt(r['wall_s'], digits=0)} |"
