@@ -647,15 +647,23 @@ class Driver:
         while step < cfg.learner.steps:
             self._reconcile()
             self._check_loads(wait=True)
-            # Generate exactly one learner batch, spread over the workers, then grade it all.
-            per_request = cfg.rollout.samples_per_problem
-            n_problems = max(1, -(-needed // per_request))
-            requests = self.scheduler.next_requests(n_problems, per_request)
-            slots = list(self.workers.values())
-            parts = [requests[i :: len(slots)] for i in range(len(slots))]
-            refs = [s.handle.generate.remote(p) for s, p in zip(slots, parts, strict=True) if p]
-            rollouts = [r for batch in ray.get(refs) for r in batch]
-            self._absorb_grading(ray.get(self._grade(rollouts)))
+            # Generate one learner batch's worth, spread over the workers, and grade it all; in a stage on
+            # student rollouts, again until the queue holds a batch (exploration and re-estimation draws
+            # are graded but not queued).
+            on_rollouts = ray.get(self.learner.current_loss.remote())["sequences"] == "student"
+            while True:
+                per_request = cfg.rollout.samples_per_problem
+                n_problems = max(1, -(-needed // per_request))
+                requests = self.scheduler.next_requests(n_problems, per_request)
+                slots = list(self.workers.values())
+                parts = [requests[i :: len(slots)] for i in range(len(slots))]
+                refs = [s.handle.generate.remote(p) for s, p in zip(slots, parts, strict=True) if p]
+                rollouts = [r for batch in ray.get(refs) for r in batch]
+                self._absorb_grading(ray.get(self._grade(rollouts)))
+                depth = self.store.queue_depth()
+                if not on_rollouts or depth["undelivered"] + depth["pending"] >= needed:
+                    break
+                self._check_stall(False)
             try:
                 last_metrics = self._absorb_step(
                     ray.get(self.learner.train_step.remote(self._learner_draw(), cfg.pipeline.learner_wait_s))

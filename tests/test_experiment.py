@@ -1,6 +1,6 @@
 """`paced experiment`: the spec is checked before anything runs; a real experiment (2 arms x 2 seeds, a few
-steps, the shipped models on a small testbed) writes a report whose numbers are the runs' own, and a second
-invocation redoes nothing."""
+steps, the shipped models on a small testbed, runs as Ray tasks) writes a report whose numbers are the runs'
+own, and a second invocation redoes nothing."""
 
 from __future__ import annotations
 
@@ -85,9 +85,11 @@ def test_steps_to_reach_interpolates_between_evaluations():
 def test_an_experiment_reports_the_runs_own_numbers_and_continues_without_redoing(tmp_path):
     spec = write_spec(tmp_path)
     out = tmp_path / "out"
-    proc = subprocess.run([*PACED, "experiment", str(spec), "--out", str(out)], capture_output=True, text=True,
-                          cwd=REPO, timeout=900)  # fmt: skip
+    # --parallel: runs as Ray tasks, as many at once as the local cluster's CPUs hold (one here).
+    proc = subprocess.run([*PACED, "experiment", str(spec), "--out", str(out), "--parallel", "2"],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "running 1 at a time" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
     for name in ("accuracy_vs_steps.png", "batch_composition.png", "forgetting_retained.png"):
