@@ -144,9 +144,7 @@ def _chunks(n_rows: int, rows: torch.Tensor | None, chunk: int):
             yield rows[start : start + chunk]
 
 
-def _selection(
-    lead: torch.Size, mask: torch.Tensor | None, chunk_size: int | None
-) -> tuple[torch.Tensor | None, int]:
+def _selection(lead: torch.Size, mask: torch.Tensor | None, chunk_size: int | None) -> tuple[torch.Tensor | None, int]:
     """(rows, chunk): the flat indices of the unmasked tokens (None: all of them), and the chunk length
     (`chunk_size`, or every row at once for None). Checks the mask's shape against the logits' [..., T]."""
     if mask is not None and mask.shape != lead:
@@ -409,6 +407,38 @@ def topk_divergence(
 ReduceMode = Literal["sample", "loss"]
 
 
+def sequence_means(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each sequence's token mean L_i = sum_t m_it l_it / sum_t m_it [B] (0 for a fully masked one)."""
+    if per_token.dim() != 2 or mask.shape != per_token.shape:
+        raise ValueError(
+            f"reduce expects per_token [B, T] and mask of the same shape; got {tuple(per_token.shape)} "
+            f"and {tuple(mask.shape)}"
+        )
+    m = mask.to(per_token.dtype)
+    return (per_token * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+
+
+def reduce_coefficients(
+    n: int, problem_weights: torch.Tensor | None = None, mode: ReduceMode = "sample", dtype=torch.float32
+) -> torch.Tensor:
+    """c_i such that the batch loss is sum_i c_i L_i [n]: 1 / n in mode "sample"; w_i / sum_j w_j in mode
+    "loss" (all 0 when every weight is 0). A batch split into micro-batches sums c_i L_i over each one
+    and gets exactly the loss and gradients of the whole batch."""
+    if problem_weights is not None:
+        problem_weights = problem_weights.to(dtype).reshape(-1)
+        if problem_weights.numel() != n:
+            raise ValueError(f"got {problem_weights.numel()} problem weights for {n} sequences")
+        if not torch.isfinite(problem_weights).all() or (problem_weights < 0).any():
+            raise ValueError("problem weights must be finite and >= 0")
+    if mode == "sample":
+        return torch.full((n,), 1.0 / n, dtype=dtype)
+    if mode == "loss":
+        if problem_weights is None:
+            raise ValueError("reduce mode 'loss' needs problem_weights")
+        return problem_weights / problem_weights.sum().clamp_min(torch.finfo(dtype).tiny)
+    raise ValueError(f"unknown reduce mode {mode!r}; expected 'sample' or 'loss'")
+
+
 def reduce(
     per_token: torch.Tensor,
     mask: torch.Tensor,
@@ -424,25 +454,9 @@ def reduce(
       proportion to w), so `problem_weights` must be None or is checked but not applied.
     - mode "loss": sum_i w_i L_i / sum_i w_i, the paper's per-problem multiplier normalised by the
       weights' sum. A batch whose weights are all zero gives 0 (with zero gradient), never NaN.
+
+    It is sum_i c_i L_i with `reduce_coefficients`.
     """
-    if per_token.dim() != 2 or mask.shape != per_token.shape:
-        raise ValueError(
-            f"reduce expects per_token [B, T] and mask of the same shape; got {tuple(per_token.shape)} "
-            f"and {tuple(mask.shape)}"
-        )
-    m = mask.to(per_token.dtype)
-    seq = (per_token * m).sum(-1) / m.sum(-1).clamp_min(1.0)
-    if problem_weights is not None:
-        problem_weights = problem_weights.to(seq.dtype).reshape(-1)
-        if problem_weights.shape != seq.shape:
-            raise ValueError(f"got {problem_weights.numel()} problem weights for {seq.numel()} sequences")
-        if not torch.isfinite(problem_weights).all() or (problem_weights < 0).any():
-            raise ValueError("problem weights must be finite and >= 0")
-    if mode == "sample":
-        return seq.mean()
-    if mode == "loss":
-        if problem_weights is None:
-            raise ValueError("reduce mode 'loss' needs problem_weights")
-        total = problem_weights.sum()
-        return (problem_weights * seq).sum() / total.clamp_min(torch.finfo(seq.dtype).tiny)
-    raise ValueError(f"unknown reduce mode {mode!r}; expected 'sample' or 'loss'")
+    seq = sequence_means(per_token, mask)
+    coef = reduce_coefficients(seq.numel(), problem_weights, mode, seq.dtype).to(seq.device)
+    return (coef * seq).sum()

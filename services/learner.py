@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file
 
 from paced_core.config import PacedConfig
-from paced_core.losses import DIVERGENCES, reduce, topk_divergence, topk_logprobs
+from paced_core.losses import DIVERGENCES, reduce_coefficients, sequence_means, topk_divergence, topk_logprobs
 from paced_core.schedule import LossSchedule
 from paced_core.tasks import Problem, get_template
 from paced_core.weighting import training_weights
@@ -223,6 +223,49 @@ class Learner:
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=c_width + 1)
         return out.logits[:, :-1, : self.vocab]
 
+    def micro_batches(self, seqs: Sequence[TrainSequence]) -> list[list[int]]:
+        """Consecutive groups of sequence indices whose padded size, sequences x (longest prompt + longest
+        completion), stays within `learner.micro_batch_tokens` (a longer sequence goes alone); one group
+        when it is not set."""
+        budget = self.cfg.learner.micro_batch_tokens
+        if budget is None:
+            return [list(range(len(seqs)))]
+        groups: list[list[int]] = []
+        prompt = completion = 0
+        for i, s in enumerate(seqs):
+            p = max(len(s.student_prompt), len(s.teacher_prompt))
+            if groups:
+                wider_p, wider_c = max(prompt, p), max(completion, len(s.completion))
+                if (len(groups[-1]) + 1) * (wider_p + wider_c) <= budget:
+                    groups[-1].append(i)
+                    prompt, completion = wider_p, wider_c
+                    continue
+            groups.append([i])
+            prompt, completion = p, len(s.completion)
+        return groups
+
+    def accumulate(
+        self, seqs: Sequence[TrainSequence], spec: Any, weights: np.ndarray
+    ) -> tuple[float, torch.Tensor, int]:
+        """Zero the gradients, then run the batch's loss forward and backward micro-batch by micro-batch
+        (`micro_batches`), summing c_i L_i (`losses.reduce_coefficients`): the loss and gradients of the
+        whole batch at once. Returns (loss, each sequence's token-mean loss, completion tokens)."""
+        mode = self.cfg.scheduler.weighting
+        w = torch.as_tensor(weights, dtype=torch.float32) if mode == "loss" else None
+        coef = reduce_coefficients(len(seqs), w, mode).to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        total, tokens = 0.0, 0
+        seq_loss = torch.zeros(len(seqs))
+        for group in self.micro_batches(seqs):
+            per_token, mask = self.divergence([seqs[i] for i in group], spec)
+            means = sequence_means(per_token, mask)
+            part = (coef[group] * means).sum()
+            part.backward()
+            total += float(part.detach())
+            tokens += int(mask.sum().item())
+            seq_loss[group] = means.detach().float().cpu()
+        return total, seq_loss, tokens
+
     def divergence(self, seqs: Sequence[TrainSequence], spec: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-token divergence [B, C] of `spec`'s kind, completion mask [B, C]): the student's logits
         against the frozen teacher's on the same completion tokens, differentiable in the student."""
@@ -294,13 +337,8 @@ class Learner:
                 "loss_kind": spec.kind,
                 "counts": {k: v - counts_before[k] for k, v in self.counts.items()},
             }
-        per_token, mask = self.divergence(seqs, spec)
         w, rate = self._weights([s.problem_id for s in seqs])
-        mode = self.cfg.scheduler.weighting
-        weights = torch.as_tensor(w, dtype=torch.float32, device=self.device) if mode == "loss" else None
-        loss = reduce(per_token, mask, weights, mode=mode)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, seq_loss, n_tokens = self.accumulate(seqs, spec, w)
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.learner.grad_clip)
             if self.cfg.learner.grad_clip
@@ -317,14 +355,12 @@ class Learner:
         self.version += 1
         elapsed = time.perf_counter() - started
         self.busy_s += elapsed
-        n_tokens = int(mask.sum().item())
         self.tokens += n_tokens
-        seq_loss = (per_token.detach() * mask).sum(-1) / mask.sum(-1).clamp_min(1)
         staleness = [self.version - 1 - s.version for s in seqs if s.version >= 0]
         return {
             "step": self.step,
             "trained": True,
-            "loss": float(loss.item()),
+            "loss": loss,
             "loss_kind": spec.kind,
             "sequences": spec.sequences,
             "grad_norm": float(grad_norm),
@@ -340,7 +376,7 @@ class Learner:
             "trained_p": [None if np.isnan(r) else round(float(r), 4) for r in rate],
             "trained_w": np.round(w, 5).tolist(),
             "trained_ids": [s.problem_id for s in seqs],
-            "trained_loss": seq_loss.cpu().numpy().round(5).tolist(),
+            "trained_loss": seq_loss.numpy().round(5).tolist(),
         }
 
     # ------------------------------------------------------------------ weights and checkpoints
