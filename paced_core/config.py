@@ -412,6 +412,9 @@ class LearnerConfig(Section):
     betas: tuple[AdamBeta, AdamBeta] = (0.9, 0.999)
     grad_clip: Float | None = Field(default=1.0, gt=0.0)
     chunk_size: Int = Field(default=128, ge=1)  # tokens per chunk in the KL
+    # "model": parameters, AdamW state and compute in student.dtype (with bfloat16, most small updates round
+    # away); "bf16_mixed": float32 master weights and AdamW state, bf16 compute under autocast.
+    precision: Literal["model", "bf16_mixed"] = "model"
     # Padded tokens per micro-batch (sequences x (longest prompt + longest completion)); gradients are
     # accumulated over the micro-batches of a step, with the loss of the whole batch. None: one micro-batch.
     micro_batch_tokens: Int | None = Field(default=None, ge=1)

@@ -23,6 +23,7 @@ model compute logits for the completion positions only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -75,7 +76,9 @@ class Learner:
         self.store = store if store is not None else open_store(cfg.store)
         self.out_dir = Path(out_dir)
         self.tokenizer = load_tokenizer(cfg.student.path, cfg.student.gguf_file, "student.path")
-        self.student = load_model(cfg.student.path, cfg.student.gguf_file, cfg.student.dtype, self.device)
+        # bf16_mixed: float32 master weights (and so float32 AdamW state), bf16 compute under autocast.
+        master_dtype = "float32" if lc.precision == "bf16_mixed" else cfg.student.dtype
+        self.student = load_model(cfg.student.path, cfg.student.gguf_file, master_dtype, self.device)
         if cfg.teacher.path is None:
             # Self-distillation: the frozen initial student.
             self.teacher = copy.deepcopy(self.student)
@@ -223,6 +226,15 @@ class Learner:
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=c_width + 1)
         return out.logits[:, :-1, : self.vocab]
 
+    def apply_gradients(self) -> float:
+        """Clip the accumulated gradients (`learner.grad_clip`), step AdamW and the LR schedule; returns the
+        gradient norm before clipping (NaN without clipping)."""
+        clip = self.cfg.learner.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), clip) if clip else float("nan")
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        return float(norm)
+
     def micro_batches(self, seqs: Sequence[TrainSequence]) -> list[list[int]]:
         """Consecutive groups of sequence indices whose padded size, sequences x (longest prompt + longest
         completion), stays within `learner.micro_batch_tokens` (a longer sequence goes alone); one group
@@ -273,9 +285,10 @@ class Learner:
         mask = torch.zeros(len(seqs), max(len(c) for c in completions), device=self.device)
         for row, c in enumerate(completions):
             mask[row, : len(c)] = 1
-        with torch.no_grad():
+        with torch.no_grad(), self._compute_precision():
             teacher_logits = self._completion_logits(self.teacher, [s.teacher_prompt for s in seqs], completions)
-        student_logits = self._completion_logits(self.student, [s.student_prompt for s in seqs], completions)
+        with self._compute_precision():
+            student_logits = self._completion_logits(self.student, [s.student_prompt for s in seqs], completions)
         kwargs = {"beta": spec.beta} if spec.kind == "jsd" else {"mu": spec.mu} if spec.kind == "akl" else {}
         chunk = self.cfg.learner.chunk_size
         if self.cfg.teacher.logits == "topk":
@@ -286,6 +299,12 @@ class Learner:
         else:
             per_token = DIVERGENCES[spec.kind](student_logits, teacher_logits, mask, chunk_size=chunk, **kwargs)
         return per_token, mask
+
+    def _compute_precision(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast with `learner.precision: bf16_mixed`; otherwise the models' own dtype."""
+        if self.cfg.learner.precision == "bf16_mixed":
+            return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def sequence(self, problem_id: str, completion: Sequence[int], version: int = -1) -> TrainSequence:
         """A training sequence of `completion` for a pool problem: the student's prompt, and the teacher's
@@ -339,13 +358,7 @@ class Learner:
             }
         w, rate = self._weights([s.problem_id for s in seqs])
         loss, seq_loss, n_tokens = self.accumulate(seqs, spec, w)
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.learner.grad_clip)
-            if self.cfg.learner.grad_clip
-            else torch.tensor(float("nan"))
-        )
-        self.optimizer.step()
-        self.lr_scheduler.step()
+        grad_norm = self.apply_gradients()
         if ack_ids:
             self.store.ack(ack_ids)
             self.counts["used"] += len(ack_ids)
@@ -363,7 +376,7 @@ class Learner:
             "loss": loss,
             "loss_kind": spec.kind,
             "sequences": spec.sequences,
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "lr": self.lr_scheduler.get_last_lr()[0],
             "tokens": n_tokens,
             "waited_s": started - waited,
@@ -382,12 +395,17 @@ class Learner:
     # ------------------------------------------------------------------ weights and checkpoints
 
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
-        """(version, CPU copy of the student's state dict): what gets published to the samplers.
+        """(version, CPU copy of the student's state dict in `student.dtype`, the samplers' dtype): what
+        gets published to the samplers (float32 master weights of `bf16_mixed` are cast on the way).
 
         On Ray, call it with `num_returns=2`: the state dict then goes into the object store once, and
         every rollout worker reads that one object.
         """
-        return self.version, {k: v.detach().to("cpu", copy=True) for k, v in self.student.state_dict().items()}
+        dtype = getattr(torch, self.cfg.student.dtype)
+        return self.version, {
+            k: v.detach().to("cpu", dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
+            for k, v in self.student.state_dict().items()
+        }
 
     # ------------------------------------------------------------------ the NCCL weight transport (GPU)
 
