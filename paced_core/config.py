@@ -504,6 +504,15 @@ class PacedConfig(Section):
             except ValueError as err:
                 setting = "schedule.switch_step" if sched.switch_step is not None else "schedule.switch_fraction"
                 raise _conflict(str(err), setting, "learner.steps") from None
+        holds, held_by = (self.store.window, "store.window") if self.store.mode == "rolling" else (
+            self.store.frozen_k, "store.frozen_k")  # fmt: skip
+        if holds < self.scheduler.min_outcomes:
+            raise _conflict(
+                f"a problem's estimate holds at most {holds} outcomes ({held_by}), fewer than "
+                f"scheduler.min_outcomes ({self.scheduler.min_outcomes}): no problem could ever become known",
+                "scheduler.min_outcomes",
+                held_by,
+            )
         if self.rollout.backend == "vllm":
             for section in ("student", "teacher"):
                 if getattr(self, section).gguf_file is not None:

@@ -341,7 +341,7 @@ def synthetic_arithmetic(
     Problem i has level `levels[i % len(levels)]`, so levels are equally represented (counts differ by at
     most one). With `shares` (one positive number per level, normalised), problem i has the level whose
     count lags its share the most, share * (i + 1) - count (ties to the earlier level), so every prefix
-    holds each level in proportion to its share within one problem. Either way the output for `n` is a
+    holds each level in proportion to its share within about one problem. Either way the output for `n` is a
     prefix of the output for any larger `n`. Difficulty grows with operand size and the number of
     operations:
 

@@ -16,7 +16,8 @@ measurement, PAPER.md section 6; this is our protocol, the paper's own is not pu
        SNR_b  = signal / tr Sigma
 
 4. A least-squares fit log SNR = a log p + b log(1 - p) + c over the interior buckets with SNR > 0
-   (the extremes have log 0); a, b > 0 is the bell curve the paper reports.
+   (the extremes have log 0), and a verdict per extreme: the SNR collapses there when the end bucket's
+   SNR is below half the highest interior one; both ends collapsing is the paper's bell curve.
 
 Writes snr.json, snr.md and snr.png in --out.
 """
@@ -211,6 +212,9 @@ def bell_verdict(result: dict[str, Any]) -> str:
         return "no interior bucket has an estimate."
     peak = max(inner)
     ends = {b["correct"]: b["snr"] for b in result["buckets"] if b["correct"] in (0, k)}
+    missing = [f"p = {c // k}" for c in (0, k) if ends.get(c) is None]
+    if missing:
+        return f"no estimate at {' and '.join(missing)} (fewer than 3 problems there)."
     collapsed = {c: ends.get(c) is not None and ends[c] < peak / 2 for c in (0, k)}
     if all(collapsed.values()):
         return "the SNR collapses at both extremes: the bell curve the paper reports."

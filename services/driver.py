@@ -121,6 +121,7 @@ class Driver:
     def _restart_learner(self, err: Exception) -> None:
         """Replace a dead learner; it continues from the latest checkpoint (or from the start)."""
         self.learner_restarts += 1
+        self._last_trained = time.monotonic()  # the restart's time is not a stall
         log(f"learner died ({type(err).__name__}); restarting it from the latest checkpoint")
         self._start_learner()
         ckpt = latest_checkpoint(self.out)
@@ -495,7 +496,9 @@ class Driver:
             "actor_restarts": self.restarts,
             "learner_restarts": self.learner_restarts,
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        tmp = self.out / "summary.json.tmp"  # written whole, then renamed: never a truncated summary
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, self.out / "summary.json")
         log(
             f"done: {summary['steps']} steps in {wall:.0f} s ({summary['steps_per_min']:.1f}/min), "
             f"accuracy {acc_before:.3f} -> {acc_after:.3f}, learner idle {summary['learner_idle_fraction']:.0%}, "

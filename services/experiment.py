@@ -16,7 +16,7 @@ budget:
 
 Runs go one after another in this process, sharing one Ray cluster (`--parallel N`: N at a time, each
 run a Ray task with its own actors, when the cluster has room). Each run writes into
-OUT/runs/ARM/seed-S (the driver's summary.json and metrics.jsonl, plus config.json). A run whose
+OUT/runs/ARM/seed-S (the driver's summary.json and metrics.jsonl, plus config.yaml). A run whose
 summary.json exists with the same resolved config is not redone, so an interrupted experiment continues
 where it stopped; a run whose config changed is refused (use another --out). Then
 `services.experiment_report` writes OUT/report.md, OUT/results.json and the plots.
@@ -116,15 +116,19 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, Path]:
     return spec, base
 
 
-def _as_set(key: str, value: Any) -> str:
-    """One `--set key=value` from a YAML value (JSON is YAML, so nested values survive)."""
-    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+def _as_sets(key: str, value: Any) -> list[str]:
+    """`--set key=value` overrides from a YAML value. A mapping without a `type` tag is flattened into
+    dotted leaves (so `learner: {lr: 5e-4}` changes only the learning rate); a tagged one (a kernel, a
+    schedule) replaces the section whole. Values go as JSON, which YAML reads back unchanged."""
+    if isinstance(value, dict) and "type" not in value and value:
+        return [item for k, v in value.items() for item in _as_sets(f"{key}.{k}", v)]
+    return [f"{key}={json.dumps(value)}"]
 
 
 def run_config(spec: ExperimentSpec, base: Path, arm: str, seed: int, steps: int) -> PacedConfig:
     """The resolved config of one run: base, then the experiment's `set`, the arm, the seeds and steps."""
-    overrides = [_as_set(k, v) for k, v in spec.set.items()]
-    overrides += [_as_set(k, v) for k, v in spec.arms[arm].items()]
+    overrides = [item for k, v in spec.set.items() for item in _as_sets(k, v)]
+    overrides += [item for k, v in spec.arms[arm].items() for item in _as_sets(k, v)]
     overrides += [
         f"learner.steps={steps}",
         f"learner.seed={seed}",
@@ -168,7 +172,7 @@ def cpus_per_run(cfg: PacedConfig) -> float:
 
 
 def load_config_text(text: str) -> PacedConfig:
-    """A config from `dump_config` output (what config.json of a run keeps)."""
+    """A config from `dump_config` output (what config.yaml of a run keeps)."""
     return PacedConfig.model_validate(yaml.safe_load(text))
 
 

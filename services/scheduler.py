@@ -103,7 +103,9 @@ class Scheduler:
         known = ~np.isnan(rate)
         self.weight[idx], self.rate[idx] = w, rate
         if self.cfg.weighting == "sample":
-            rollout_w = np.where(known, sampling_weight(w, self.cfg.floor), self.cfg.explore_weight)
+            # An unknown problem that trains anyway (`uniform`) is drawn at its weight, not below the others.
+            unknown_w = np.where(w > 0, np.maximum(w, self.cfg.explore_weight), self.cfg.explore_weight)
+            rollout_w = np.where(known, sampling_weight(w, self.cfg.floor), unknown_w)
             learner_w = w
         else:
             rollout_w = np.where(known, 1.0, max(self.cfg.explore_weight, 1.0))

@@ -449,3 +449,12 @@ def test_an_unknown_key_names_the_nearest_setting(tmp_path):
         "--set learner.lr_rate=1: learner.lr_rate: Extra inputs are not permitted",
         "--set learnr.steps=3: learnr: Extra inputs are not permitted; did you mean 'learner'?",
     ]
+
+
+@pytest.mark.parametrize(
+    ("sets", "held_by"),
+    [(["store.window=3"], "store.window"), (["store.mode=frozen", "store.frozen_k=2"], "store.frozen_k")],
+)
+def test_an_estimate_too_short_for_min_outcomes_is_refused(sets, held_by):
+    with pytest.raises(ConfigError, match=rf"scheduler.min_outcomes: .*\({held_by}\).*could ever become known"):
+        load_config(REPO / "configs" / "demo.yaml", sets)

@@ -129,3 +129,13 @@ def test_an_experiment_reports_the_runs_own_numbers_and_continues_without_redoin
     refused = subprocess.run([*PACED, "experiment", str(changed), "--out", str(out)], capture_output=True,
                              text=True, cwd=REPO, timeout=300)  # fmt: skip
     assert refused.returncode == 1 and "holds a finished run of another config" in refused.stderr
+
+
+def test_a_section_override_changes_only_its_leaves_and_a_tagged_one_replaces(tmp_path):
+    spec, base = load_spec(
+        write_spec(tmp_path, arms={"uniform": {"learner": {"lr": 5e-4}, "scheduler": {"kernel": {"type": "hard"}}}})
+    )
+    cfg = run_config(spec, base, "uniform", 0, 3)
+    assert cfg.learner.lr == 5e-4
+    assert (cfg.learner.batch_size, cfg.learner.lr_schedule, cfg.learner.warmup_steps) == (32, "cosine", 10)
+    assert cfg.scheduler.kernel.type == "hard" and cfg.scheduler.min_outcomes == 4

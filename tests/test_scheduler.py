@@ -136,3 +136,10 @@ def test_frozen_estimates_never_go_stale():
     sched.observe({POOL[0].id: est(0.5, version=0)})
     sched.set_policy_version(100)
     assert sched.weight[0] == 0.25
+
+
+def test_uniform_draws_unknown_problems_as_often_as_known_ones():
+    sched = Scheduler(POOL, SchedulerConfig(kernel={"type": "uniform"}, stale_after_versions=5, explore_weight=0.25))
+    sched.observe({POOL[0].id: est(0.5, version=0), POOL[1].id: est(0.5, version=9)})
+    sched.set_policy_version(10)  # problem 0 is stale, problem 2 never seen
+    np.testing.assert_array_equal(sched.rollout_tree.weights([0, 1, 2]), [1.0, 1.0, 1.0])
