@@ -154,15 +154,12 @@ def _parameter_subset(model: Any, params: str) -> list:
 
 
 def write(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from services.plots import finish, pyplot
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "snr.json").write_text(json.dumps(result, indent=2))
     rows = [b for b in result["buckets"] if b["snr"] is not None]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     ax.plot([b["p"] for b in rows], [max(b["snr"], 1e-6) for b in rows], "o-", label="SNR per bucket")
     fit = result["fit"]
     if fit:
@@ -170,13 +167,8 @@ def write(result: dict[str, Any], out: Path) -> None:
         ax.plot(q, np.exp(fit["a"] * np.log(q) + fit["b"] * np.log(1 - q) + fit["c"]), ":",
                 label=f"fit: a = {fit['a']:.2f}, b = {fit['b']:.2f}")  # fmt: skip
     ax.set_yscale("log")
-    ax.set_xlabel("student pass rate c / K")
-    ax.set_ylabel("SNR = ||E g||^2 / tr Cov g")
-    ax.set_title(f"gradient SNR by pass rate ({result['loss']}, {result['params']})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "snr.png", dpi=110)
-    plt.close(fig)
+    finish(fig, ax, out / "snr.png", xlabel="student pass rate c / K", ylabel="SNR = ||E g||^2 / tr Cov g",
+           title=f"gradient SNR by pass rate ({result['loss']}, {result['params']})")  # fmt: skip
     lines = [
         f"# Gradient SNR by pass rate: {result['loss']}",
         "",

@@ -139,11 +139,9 @@ def _fmt(iv: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
 
 
 def _plots(results: dict[str, Any], out: Path) -> list[str]:
-    import matplotlib
+    from services.plots import finish, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     arms = list(results["arms"])
     colors = {arm: plt.cm.tab10(i % 10) for i, arm in enumerate(arms)}
     written = []
@@ -157,44 +155,30 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.plot(x, m, label=arm, color=colors[arm])
         ax.fill_between(x, m - h, m + h, color=colors[arm], alpha=0.15)
     ax.axhline(results["baseline_final_mean"], color="grey", ls=":", lw=1, label=f"{results['baseline']} final")
-    ax.set_xlabel("learner step")
-    ax.set_ylabel("held-out accuracy (greedy)")
-    ax.set_title(f"{results['experiment']}: mean and 95% interval over {len(results['seeds'])} seeds")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_steps.png", dpi=110)
-    plt.close(fig)
-    written.append("accuracy_vs_steps.png")
+    title = f"{results['experiment']}: mean and 95% interval over {len(results['seeds'])} seeds"
+    written.append(finish(fig, ax, out / "accuracy_vs_steps.png", xlabel="learner step",
+                          ylabel="held-out accuracy (greedy)", title=title))  # fmt: skip
 
     fig, ax = plt.subplots(figsize=(8, 4))
     bottom = np.zeros(len(arms))
+    names = {"p0": "p = 0", "between": "0 < p < 1", "p1": "p = 1", "unknown": "unknown"}
     for bucket, color in zip(RATE_BUCKETS, ("#c0392b", "#27ae60", "#2c3e50", "#bdc3c7"), strict=True):
         share = np.array([results["arms"][a]["trained_by_p"][bucket] or 0.0 for a in arms])
-        ax.bar(arms, share, bottom=bottom, label={"p0": "p = 0", "between": "0 < p < 1", "p1": "p = 1"}.get(
-            bucket, "unknown"), color=color)  # fmt: skip
+        ax.bar(arms, share, bottom=bottom, label=names[bucket], color=color)
         bottom += share
-    ax.set_ylabel("share of trained sequences")
-    ax.set_title("what each arm trained on, by the problem's pass rate c / n")
-    ax.legend(fontsize=8)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    fig.tight_layout()
-    fig.savefig(out / "batch_composition.png", dpi=110)
-    plt.close(fig)
-    written.append("batch_composition.png")
+    title = "what each arm trained on, by the problem's pass rate c / n"
+    written.append(finish(fig, ax, out / "batch_composition.png", ylabel="share of trained sequences",
+                          title=title, rotate_x=True))  # fmt: skip
 
-    probes = sorted({p for a in arms for p in results["arms"][a]["retained"]})
-    for probe in probes:
+    for probe in sorted({p for a in arms for p in results["arms"][a]["retained"]}):
         fig, ax = plt.subplots(figsize=(8, 4))
         ivs = [results["arms"][a]["retained"][probe]["forgetting"] for a in arms]
         ax.bar(arms, [iv["mean"] or 0 for iv in ivs], yerr=[iv["half"] or 0 for iv in ivs], capsize=4,
                color=[colors[a] for a in arms])  # fmt: skip
-        ax.set_ylabel("forgetting: 1 - accuracy after\non problems solved before")
-        ax.set_title(f"forgetting on the retained probe '{probe}' (95% interval)")
-        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-        fig.tight_layout()
-        fig.savefig(out / f"forgetting_{probe}.png", dpi=110)
-        plt.close(fig)
-        written.append(f"forgetting_{probe}.png")
+        written.append(finish(fig, ax, out / f"forgetting_{probe}.png",
+                              ylabel="forgetting: 1 - accuracy after\non problems solved before",
+                              title=f"forgetting on the retained probe '{probe}' (95% interval)",
+                              legend=False, rotate_x=True))  # fmt: skip
     return written
 
 
