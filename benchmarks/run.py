@@ -16,6 +16,7 @@ from pathlib import Path
 SUITES = {
     "sampler": "benchmarks.bench_sampler",
     "losses": "benchmarks.bench_losses",
+    "fused_head": "benchmarks.bench_fused_head",
     "verify": "benchmarks.bench_verify",
     "store": "benchmarks.bench_store",
     "pipeline": "benchmarks.bench_pipeline",

@@ -412,6 +412,12 @@ class LearnerConfig(Section):
     betas: tuple[AdamBeta, AdamBeta] = (0.9, 0.999)
     grad_clip: Float | None = Field(default=1.0, gt=0.0)
     chunk_size: Int = Field(default=128, ge=1)  # tokens per chunk in the KL
+    # The LM heads fused with the chunked divergence: each chunk's logits are made from the final hidden
+    # states, used and dropped, so no [tokens, V] logits exist for either model. Needs a plain linear head
+    # (checked when the learner starts); false: the models' own logits, chunked afterwards.
+    fused_head: Bool = True
+    # Recompute the student's decoder layers in backward instead of keeping their activations.
+    gradient_checkpointing: Bool = False
     # "model": parameters, AdamW state and compute in student.dtype (with bfloat16, most small updates round
     # away); "bf16_mixed": float32 master weights and AdamW state, bf16 compute under autocast.
     precision: Literal["model", "bf16_mixed"] = "model"

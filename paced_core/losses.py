@@ -17,7 +17,13 @@ P_S = softmax(student) and P_T = softmax(teacher):
 
 Memory: tokens are processed `chunk_size` at a time inside one autograd function whose backward
 recomputes each chunk and writes the analytic gradient, so besides the gradient tensor itself the
-peak is O(chunk_size x V), not O(tokens x V). Masked tokens are skipped entirely. For a divergence
+peak is O(chunk_size x V), not O(tokens x V). Masked tokens are skipped entirely.
+
+The fused LM head: either side may be given as `Projected(hidden [..., T, H], weight [V, H])` instead
+of logits. Each chunk's logits are then made as hidden @ weight.T, used and dropped, in forward and
+again in backward, where dL/dlogits of the chunk goes straight into the gradients of hidden
+(g @ weight) and of weight (accumulated g.T @ hidden): the [T, V] logits never exist, for either
+model, and the peak is O(chunk_size x V) besides the weight's gradient. For a divergence
 f(P_S, P_T) with g = df/dP_S, the gradient through the softmax is dL/ds = P_S * (g - <P_S, g>)
 (and likewise for the teacher); each divergence below supplies g for both sides.
 
@@ -27,7 +33,8 @@ f(P_S, P_T) with g = df/dP_S, the gradient through the softmax is dL/ds = P_S * 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -134,6 +141,93 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+@dataclass(frozen=True)
+class Projected:
+    """Logits not yet made: hidden states [..., T, H] and an LM head weight [V, H], logits = hidden @ weight.T.
+
+    Given to a divergence (or `topk_logprobs`) in place of logits, it fuses the projection into the
+    chunked computation (see the module docstring). `dtype` is the matmul's dtype, e.g. bfloat16 for
+    float32 master weights under autocast (None: the hidden states' dtype); the result is upcast
+    before the softmax as logits are. The head must be plain: no bias, no logit scaling or capping.
+    """
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        if self.weight.dim() != 2 or self.hidden.shape[-1] != self.weight.shape[1]:
+            raise ValueError(
+                f"Projected: hidden {tuple(self.hidden.shape)} must be [..., T, H] and weight "
+                f"{tuple(self.weight.shape)} [V, H] with the same H"
+            )
+
+
+Logits = torch.Tensor | Projected
+"""One side of a divergence: logits [..., T, V], or hidden states and an LM head (`Projected`)."""
+
+
+@dataclass(frozen=True)
+class _Side:
+    """How `_flatten` laid out one side's tensors among an autograd function's inputs: one logits
+    tensor [N, V], or (hidden [N, H], weight [V, H]) multiplied in `dtype`."""
+
+    start: int
+    projected: bool
+    dtype: torch.dtype | None
+
+    def parts(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return tuple(tensors[self.start : self.start + (2 if self.projected else 1)])
+
+    def rows(self, tensors: Sequence[torch.Tensor], idx) -> torch.Tensor:
+        """The logits of rows `idx`, upcast: [chunk, V]."""
+        if not self.projected:
+            return _upcast(tensors[self.start][idx])
+        hidden, weight = self.parts(tensors)
+        return _upcast(hidden[idx].to(self.dtype) @ weight.to(self.dtype).T)
+
+    def grad_buffers(self, tensors, rows, needs) -> list[torch.Tensor | None]:
+        """Where backward accumulates this side's gradients; the weight's in float32 at least."""
+        needed = needs[self.start : self.start + len(self.parts(tensors))]
+        buffers = [_grad_buffer(x, rows, need) for x, need in zip(self.parts(tensors), needed, strict=True)]
+        if self.projected and buffers[1] is not None:
+            buffers[1] = torch.zeros_like(buffers[1], dtype=_upcast(buffers[1][:0]).dtype)
+        return buffers
+
+    def add_grad(self, tensors, buffers, idx, g: torch.Tensor) -> None:
+        """Add the chunk's dL/dlogits `g` [chunk, V] into the buffers: the logits' rows themselves, or
+        the hidden rows (g @ weight) and the weight (g.T @ hidden)."""
+        if not self.projected:
+            buffers[0][idx] = g.to(buffers[0].dtype)
+            return
+        hidden, weight = self.parts(tensors)
+        g = g.to(self.dtype)
+        if buffers[0] is not None:
+            buffers[0][idx] = (g @ weight.to(self.dtype)).to(buffers[0].dtype)
+        if buffers[1] is not None:
+            buffers[1] += g.T @ hidden[idx].to(self.dtype)
+
+
+def _flatten(*sides: Logits) -> tuple[list[_Side], list[torch.Tensor], torch.Size, int]:
+    """(layouts, flat tensors, leading shape, vocabulary) of the sides of a divergence, each as rows
+    [N, V] (logits) or [N, H] + [V, H] (`Projected`); every side must have the same [..., T] and V."""
+    layouts, tensors, shapes, given = [], [], [], []
+    for side in sides:
+        if isinstance(side, Projected):
+            layouts.append(_Side(len(tensors), True, side.dtype or side.hidden.dtype))
+            tensors += [side.hidden.reshape(-1, side.hidden.shape[-1]), side.weight]
+            shapes.append((side.hidden.shape[:-1], side.weight.shape[0]))
+            given.append(f"hidden {tuple(side.hidden.shape)} with head {tuple(side.weight.shape)}")
+        else:
+            layouts.append(_Side(len(tensors), False, None))
+            tensors.append(side.reshape(-1, side.shape[-1]))
+            shapes.append((side.shape[:-1], side.shape[-1]))
+            given.append(f"logits {tuple(side.shape)}")
+    if any(shape != shapes[0] for shape in shapes):
+        raise ValueError(f"student {given[0]} and teacher {given[1]} must have the same [..., T] and vocabulary V")
+    return layouts, tensors, shapes[0][0], shapes[0][1]
+
+
 def _chunks(n_rows: int, rows: torch.Tensor | None, chunk: int):
     """Index each chunk of rows: a slice (a view, no copy) when every row is used, else an index tensor."""
     if rows is None:
@@ -163,68 +257,83 @@ def _grad_buffer(x: torch.Tensor, rows: torch.Tensor | None, needed: bool) -> to
     return torch.empty_like(x) if rows is None else torch.zeros_like(x)
 
 
+def _finish(tensors: Sequence[torch.Tensor], buffers: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """The accumulated gradients in their inputs' dtypes."""
+    return [None if b is None else b.to(x.dtype) for x, b in zip(tensors, buffers, strict=True)]
+
+
 class _ChunkedDivergence(torch.autograd.Function):
-    """Per-token divergence over the selected rows of [N, V] logits (all rows when `rows` is None)."""
+    """Per-token divergence over the selected rows of the student's and teacher's logits [N, V]
+    (all rows when `rows` is None), each side given as logits or fused with its LM head (`_Side`)."""
 
     @staticmethod
-    def forward(ctx, s, t, rows, kernel, chunk):
-        out = torch.zeros(s.shape[0], dtype=_upcast(s[:0]).dtype, device=s.device)
-        for idx in _chunks(s.shape[0], rows, chunk):
-            logp_s = F.log_softmax(_upcast(s[idx]), dim=-1)
-            logp_t = F.log_softmax(_upcast(t[idx]), dim=-1)
+    def forward(ctx, rows, kernel, chunk, layouts, *tensors):
+        s_side, t_side = layouts
+        n_rows = tensors[0].shape[0]
+        out = torch.zeros(n_rows, dtype=_upcast(tensors[0][:0]).dtype, device=tensors[0].device)
+        for idx in _chunks(n_rows, rows, chunk):
+            logp_s = F.log_softmax(s_side.rows(tensors, idx), dim=-1)
+            logp_t = F.log_softmax(t_side.rows(tensors, idx), dim=-1)
             out[idx] = kernel(logp_s, logp_t, False, False)[0]
-        ctx.save_for_backward(s, t, rows)
-        ctx.kernel, ctx.chunk = kernel, chunk
+        ctx.save_for_backward(*tensors)
+        ctx.rows, ctx.kernel, ctx.chunk, ctx.layouts = rows, kernel, chunk, layouts
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        s, t, rows = ctx.saved_tensors
-        need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_s, grad_t = _grad_buffer(s, rows, need_s), _grad_buffer(t, rows, need_t)
-        for idx in _chunks(s.shape[0], rows, ctx.chunk):
-            logp_s = F.log_softmax(_upcast(s[idx]), dim=-1)
-            logp_t = F.log_softmax(_upcast(t[idx]), dim=-1)
+        tensors = ctx.saved_tensors
+        needs = ctx.needs_input_grad[4:]
+        s_side, t_side = ctx.layouts
+        need_s = any(needs[s_side.start : t_side.start])
+        need_t = any(needs[t_side.start :])
+        buffers = [side.grad_buffers(tensors, ctx.rows, needs) for side in ctx.layouts]
+        for idx in _chunks(tensors[0].shape[0], ctx.rows, ctx.chunk):
+            logp_s = F.log_softmax(s_side.rows(tensors, idx), dim=-1)
+            logp_t = F.log_softmax(t_side.rows(tensors, idx), dim=-1)
             _, g_s, g_t = ctx.kernel(logp_s, logp_t, need_s, need_t)
             scale = grad_out[idx].to(logp_s.dtype)[:, None]
-            for grad, g, logp in ((grad_s, g_s, logp_s), (grad_t, g_t, logp_t)):
-                if grad is not None:
-                    # In place: g - P * sum(g), times the incoming gradient.
+            for side, side_buffers, g, logp in ((s_side, buffers[0], g_s, logp_s), (t_side, buffers[1], g_t, logp_t)):
+                if g is not None:
+                    # In place: dL/dlogits = (g - P * sum(g)) times the incoming gradient.
                     g.sub_(logp.exp().mul_(g.sum(-1, keepdim=True))).mul_(scale)
-                    grad[idx] = g.to(grad.dtype)
-        return grad_s, grad_t, None, None, None
+                    side.add_grad(tensors, side_buffers, idx, g)
+        return None, None, None, None, *_finish(tensors, buffers[0] + buffers[1])
 
 
 def _divergence(
     kernel: Kernel,
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    student: Logits,
+    teacher: Logits,
     mask: torch.Tensor | None,
     chunk_size: int | None,
 ) -> torch.Tensor:
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"student logits {tuple(student_logits.shape)} and teacher logits "
-            f"{tuple(teacher_logits.shape)} must have the same shape [..., T, V]"
-        )
-    lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
+    layouts, tensors, lead, _ = _flatten(student, teacher)
     rows, chunk = _selection(lead, mask, chunk_size)
-    s = student_logits.reshape(-1, vocab)
-    t = teacher_logits.reshape(-1, vocab)
-    return _ChunkedDivergence.apply(s, t, rows, kernel, chunk).reshape(lead)
+    return _ChunkedDivergence.apply(rows, kernel, chunk, tuple(layouts), *tensors).reshape(lead)
 
 
-def forward_kl(student_logits, teacher_logits, mask=None, *, chunk_size: int | None = DEFAULT_CHUNK):
+def forward_kl(
+    student_logits: Logits, teacher_logits: Logits, mask=None, *, chunk_size: int | None = DEFAULT_CHUNK
+) -> torch.Tensor:
     """KL(P_T || P_S) = sum_v P_T (log P_T - log P_S) per token; mode-covering (teacher-forced)."""
     return _divergence(_fkl_kernel, student_logits, teacher_logits, mask, chunk_size)
 
 
-def reverse_kl(student_logits, teacher_logits, mask=None, *, chunk_size: int | None = DEFAULT_CHUNK):
+def reverse_kl(
+    student_logits: Logits, teacher_logits: Logits, mask=None, *, chunk_size: int | None = DEFAULT_CHUNK
+) -> torch.Tensor:
     """KL(P_S || P_T) = sum_v P_S (log P_S - log P_T) per token; mode-seeking (on-policy)."""
     return _divergence(_rkl_kernel, student_logits, teacher_logits, mask, chunk_size)
 
 
-def jsd(student_logits, teacher_logits, mask=None, *, beta: float = 0.5, chunk_size: int | None = DEFAULT_CHUNK):
+def jsd(
+    student_logits: Logits,
+    teacher_logits: Logits,
+    mask=None,
+    *,
+    beta: float = 0.5,
+    chunk_size: int | None = DEFAULT_CHUNK,
+) -> torch.Tensor:
     """beta KL(P_T || M) + (1 - beta) KL(P_S || M), M = beta P_T + (1 - beta) P_S, beta in [0, 1].
 
     beta = 0 and beta = 1 give 0 (M equals the distribution being compared); beta = 0.5 is symmetric.
@@ -233,7 +342,14 @@ def jsd(student_logits, teacher_logits, mask=None, *, beta: float = 0.5, chunk_s
     return _divergence(_jsd_kernel(beta), student_logits, teacher_logits, mask, chunk_size)
 
 
-def akl(student_logits, teacher_logits, mask=None, *, mu: float = 0.5, chunk_size: int | None = DEFAULT_CHUNK):
+def akl(
+    student_logits: Logits,
+    teacher_logits: Logits,
+    mask=None,
+    *,
+    mu: float = 0.5,
+    chunk_size: int | None = DEFAULT_CHUNK,
+) -> torch.Tensor:
     """Adaptive KL (Wu et al. 2024): r_head FKL + r_tail RKL per token, ratios from `akl_ratios`.
 
     The ratios are constants for the gradient. Sorting costs O(V log V) per token.
@@ -275,19 +391,20 @@ def _kernel_for(kind: str, beta: float, mu: float) -> Kernel:
     raise ValueError(f"unknown divergence {kind!r}; expected one of {sorted(DIVERGENCES)}")
 
 
-def topk_logprobs(logits: torch.Tensor, k: int, chunk_size: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_logprobs(logits: Logits, k: int, chunk_size: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """A served teacher's view of its logits: (top-k token ids, their log-probs), each [..., T, k];
-    log-probs in float32 (float64 for float64 logits). Rows are reduced `chunk_size` at a time, so the
-    only full-size tensor is the input."""
-    lead, vocab = logits.shape[:-1], logits.shape[-1]
-    flat = logits.reshape(-1, vocab)
-    ids = torch.empty(flat.shape[0], k, dtype=torch.long, device=logits.device)
-    values = torch.empty(flat.shape[0], k, dtype=_upcast(logits[..., :0]).dtype, device=logits.device)
-    for start in range(0, flat.shape[0], chunk_size):
-        rows = _upcast(flat[start : start + chunk_size])
-        top, top_ids = rows.topk(k, dim=-1)
-        values[start : start + chunk_size] = top - rows.logsumexp(-1, keepdim=True)
-        ids[start : start + chunk_size] = top_ids
+    log-probs in float32 (float64 for float64 logits). Rows are reduced `chunk_size` at a time, so no
+    full-size tensor is made besides the input (none at all for `Projected` input)."""
+    (side,), tensors, lead, _ = _flatten(logits)
+    n_rows = tensors[0].shape[0]
+    ids = torch.empty(n_rows, k, dtype=torch.long, device=tensors[0].device)
+    values = torch.empty(n_rows, k, dtype=_upcast(tensors[0][:0]).dtype, device=tensors[0].device)
+    with torch.no_grad():
+        for idx in _chunks(n_rows, None, chunk_size):
+            rows = side.rows(tensors, idx)
+            top, top_ids = rows.topk(k, dim=-1)
+            values[idx] = top - rows.logsumexp(-1, keepdim=True)
+            ids[idx] = top_ids
     return ids.reshape(*lead, k), values.reshape(*lead, k)
 
 
@@ -321,49 +438,55 @@ def _teacher_buckets(topk_logprobs: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class _ChunkedTopk(torch.autograd.Function):
-    """Per-token top-k divergence over the selected rows of [N, V] student logits.
+    """Per-token top-k divergence over the selected rows of the student's logits [N, V] (given as logits
+    or fused with its LM head, `_Side`) against the teacher's top-k log-probs [N, k].
 
     Like `_ChunkedDivergence`, each chunk is computed without a graph in forward and recomputed in
-    backward, where its gradient is written into one preallocated tensor: peak memory is the gradient
-    plus O(chunk x V)."""
+    backward, where its dL/dlogits (by autograd over the chunk's buckets) goes into preallocated
+    gradients: peak memory is the gradients plus O(chunk x V)."""
 
     @staticmethod
-    def forward(ctx, s, t_logp, ids, rows, kernel, chunk):
-        out = torch.zeros(s.shape[0], dtype=_upcast(s[:0]).dtype, device=s.device)
-        for idx in _chunks(s.shape[0], rows, chunk):
-            out[idx] = _ChunkedTopk._value(s[idx], t_logp[idx], ids[idx], kernel)
-        ctx.save_for_backward(s, t_logp, ids, rows)
-        ctx.kernel, ctx.chunk = kernel, chunk
+    def forward(ctx, rows, kernel, chunk, side, t_logp, ids, *tensors):
+        n_rows = tensors[0].shape[0]
+        out = torch.zeros(n_rows, dtype=_upcast(tensors[0][:0]).dtype, device=tensors[0].device)
+        for idx in _chunks(n_rows, rows, chunk):
+            out[idx] = _ChunkedTopk._value(side.rows(tensors, idx), t_logp[idx], ids[idx], kernel)
+        ctx.save_for_backward(t_logp, ids, *tensors)
+        ctx.rows, ctx.kernel, ctx.chunk, ctx.side = rows, kernel, chunk, side
         return out
 
     @staticmethod
     def _value(s_rows, t_rows, ids, kernel):
-        logp_s = _student_buckets(_upcast(s_rows), ids)
+        logp_s = _student_buckets(s_rows, ids)
         eps = min(torch.finfo(t_rows.dtype).eps, torch.finfo(torch.float32).eps)
         logp_t = _teacher_buckets(_upcast(t_rows), eps)
         return kernel(logp_s, logp_t, False, False)[0]
 
     @staticmethod
     def backward(ctx, grad_out):
-        s, t_logp, ids, rows = ctx.saved_tensors
-        need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_s, grad_t = _grad_buffer(s, rows, need_s), _grad_buffer(t_logp, rows, need_t)
-        for idx in _chunks(s.shape[0], rows, ctx.chunk):
+        t_logp, ids, *tensors = ctx.saved_tensors
+        need_t = ctx.needs_input_grad[4]
+        needs = ctx.needs_input_grad[6:]
+        need_s = any(needs)
+        side = ctx.side
+        buffers = side.grad_buffers(tensors, ctx.rows, needs)
+        grad_t = _grad_buffer(t_logp, ctx.rows, need_t)
+        for idx in _chunks(tensors[0].shape[0], ctx.rows, ctx.chunk):
             with torch.enable_grad():
-                s_rows = s[idx].detach().requires_grad_(need_s)
+                s_rows = side.rows(tensors, idx).detach().requires_grad_(need_s)
                 t_rows = t_logp[idx].detach().requires_grad_(need_t)
                 value = _ChunkedTopk._value(s_rows, t_rows, ids[idx], ctx.kernel)
                 inputs = [x for x, need in ((s_rows, need_s), (t_rows, need_t)) if need]
                 grads = iter(torch.autograd.grad(value, inputs, grad_out[idx].to(value.dtype)))
             if need_s:
-                grad_s[idx] = next(grads).to(grad_s.dtype)
+                side.add_grad(tensors, buffers, idx, next(grads))
             if need_t:
                 grad_t[idx] = next(grads).to(grad_t.dtype)
-        return grad_s, grad_t, None, None, None, None
+        return None, None, None, None, grad_t, None, *_finish(tensors, buffers)
 
 
 def topk_divergence(
-    student_logits: torch.Tensor,
+    student_logits: Logits,
     teacher_topk_ids: torch.Tensor,
     teacher_topk_logprobs: torch.Tensor,
     mask: torch.Tensor | None = None,
@@ -383,7 +506,7 @@ def topk_divergence(
     full divergences: memory is the gradient plus O(chunk_size x V). The teacher's ids must be
     distinct within each token (a repeated id would count its mass twice).
     """
-    lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
+    (side,), tensors, lead, vocab = _flatten(student_logits)
     k = teacher_topk_ids.shape[-1]
     if teacher_topk_ids.shape != (*lead, k) or teacher_topk_logprobs.shape != (*lead, k):
         raise ValueError(
@@ -398,10 +521,9 @@ def topk_divergence(
         raise ValueError(f"teacher top-k ids must lie in [0, {vocab}); got {int(ids.min())}..{int(ids.max())}")
     if k > 1 and (ids.sort(-1).values.diff(dim=-1) == 0).any():
         raise ValueError("teacher top-k ids repeat within a token; each token needs k distinct ids")
-    s = student_logits.reshape(-1, vocab)
     t_logp = teacher_topk_logprobs.reshape(-1, k)
     kernel = _kernel_for(kind, beta, mu)
-    return _ChunkedTopk.apply(s, t_logp, ids, rows, kernel, chunk).reshape(lead)
+    return _ChunkedTopk.apply(rows, kernel, chunk, side, t_logp, ids, *tensors).reshape(lead)
 
 
 ReduceMode = Literal["sample", "loss"]

@@ -39,7 +39,15 @@ import torch
 from safetensors.torch import load_file
 
 from paced_core.config import PacedConfig
-from paced_core.losses import DIVERGENCES, reduce_coefficients, sequence_means, topk_divergence, topk_logprobs
+from paced_core.losses import (
+    DIVERGENCES,
+    Logits,
+    Projected,
+    reduce_coefficients,
+    sequence_means,
+    topk_divergence,
+    topk_logprobs,
+)
 from paced_core.schedule import LossSchedule
 from paced_core.tasks import Problem, get_template
 from paced_core.weighting import training_weights
@@ -88,6 +96,8 @@ class Learner:
             )
         self.teacher.eval().requires_grad_(False)
         self.student.train()
+        if lc.gradient_checkpointing:
+            self.student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         vs, vt = (
             self.student.get_output_embeddings().weight.shape[0],
             self.teacher.get_output_embeddings().weight.shape[0],
@@ -100,6 +110,9 @@ class Learner:
                 f"student ({vs}) and teacher ({vt}) output vocabularies do not cover the tokenizer's "
                 f"{len(self.tokenizer)} tokens: are they from the same model family?"
             )
+        if lc.fused_head:
+            check_plain_head(self.student, "student")
+            check_plain_head(self.teacher, "teacher")
         if cfg.teacher.logits == "topk" and cfg.teacher.topk >= self.vocab:
             raise ValueError(f"teacher.topk ({cfg.teacher.topk}) must be below the vocabulary size ({self.vocab})")
         self.template = get_template(cfg.data.template)
@@ -219,12 +232,18 @@ class Learner:
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         return ids.to(self.device), mask.to(self.device), positions.to(self.device), c_width
 
-    def _completion_logits(self, model, prompts, completions) -> torch.Tensor:
-        """Logits predicting each completion token: [B, C, V], column j predicts completion token j."""
+    def _completion_outputs(self, model, prompts, completions) -> Logits:
+        """What predicts each completion token (column j predicts completion token j): logits [B, C, V], or
+        with `learner.fused_head` the final hidden states [B, C, H] with the LM head (`losses.Projected`),
+        so that no [B, C, V] tensor is made."""
         ids, mask, positions, c_width = self._tensors(prompts, completions)
-        # Only the last c_width + 1 positions are needed; the last of those predicts past the end.
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=c_width + 1)
-        return out.logits[:, :-1, : self.vocab]
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
+        if not self.cfg.learner.fused_head:
+            # Only the last c_width + 1 positions are needed; the last of those predicts past the end.
+            return model(**inputs, logits_to_keep=c_width + 1).logits[:, :-1, : self.vocab]
+        hidden = model.get_decoder()(**inputs).last_hidden_state[:, -(c_width + 1) : -1]
+        dtype = torch.bfloat16 if self.cfg.learner.precision == "bf16_mixed" else None
+        return Projected(hidden, model.get_output_embeddings().weight[: self.vocab], dtype)
 
     def apply_gradients(self) -> float:
         """Clip the accumulated gradients (`learner.grad_clip`), step AdamW and the LR schedule; returns the
@@ -286,18 +305,18 @@ class Learner:
         for row, c in enumerate(completions):
             mask[row, : len(c)] = 1
         with torch.no_grad(), self._compute_precision():
-            teacher_logits = self._completion_logits(self.teacher, [s.teacher_prompt for s in seqs], completions)
+            teacher = self._completion_outputs(self.teacher, [s.teacher_prompt for s in seqs], completions)
         with self._compute_precision():
-            student_logits = self._completion_logits(self.student, [s.student_prompt for s in seqs], completions)
+            student = self._completion_outputs(self.student, [s.student_prompt for s in seqs], completions)
         kwargs = {"beta": spec.beta} if spec.kind == "jsd" else {"mu": spec.mu} if spec.kind == "akl" else {}
         chunk = self.cfg.learner.chunk_size
         if self.cfg.teacher.logits == "topk":
             # The view a served teacher gives: its top-k log-probs, the rest in one tail bucket.
-            ids, logprobs = topk_logprobs(teacher_logits, self.cfg.teacher.topk)
-            del teacher_logits
-            per_token = topk_divergence(student_logits, ids, logprobs, mask, kind=spec.kind, chunk_size=chunk, **kwargs)
+            ids, logprobs = topk_logprobs(teacher, self.cfg.teacher.topk, chunk)
+            del teacher
+            per_token = topk_divergence(student, ids, logprobs, mask, kind=spec.kind, chunk_size=chunk, **kwargs)
         else:
-            per_token = DIVERGENCES[spec.kind](student_logits, teacher_logits, mask, chunk_size=chunk, **kwargs)
+            per_token = DIVERGENCES[spec.kind](student, teacher, mask, chunk_size=chunk, **kwargs)
         return per_token, mask
 
     def _compute_precision(self) -> contextlib.AbstractContextManager:
@@ -489,6 +508,36 @@ class Learner:
         meta = json.loads((ckpt / "trainer_state.json").read_text())
         self.step, self.version, self.tokens = meta["step"], meta["version"], meta["tokens"]
         self.counts.update(meta["counts"])
+
+
+# Config attributes by which a model's logits are more than hidden @ head.T (Gemma 2's soft cap, Cohere's
+# and Granite's scales); a model that sets one cannot use the fused head.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def check_plain_head(model: torch.nn.Module, role: str) -> None:
+    """`learner.fused_head` computes logits as decoder hidden states @ LM head weight.T; refuse a model whose
+    logits are anything else (a head with a bias, a logit transform, no separable decoder), naming it,
+    and confirm on four tokens that the product reproduces the model's logits."""
+    head = model.get_output_embeddings()
+    config = model.config
+    transforms = [a for a in _LOGIT_TRANSFORMS if getattr(config, a, None) not in (None, 1, 1.0)]
+    fix = "set learner.fused_head: false to train on the model's own logits"
+    if not isinstance(head, torch.nn.Linear) or head.bias is not None or transforms:
+        why = f"its logits are transformed by {transforms}" if transforms else "its LM head is not a bias-free Linear"
+        raise ValueError(f"learner.fused_head: the {role} ({type(model).__name__}) cannot be fused: {why}; {fix}")
+    ids = torch.arange(1, 5, device=head.weight.device)[None]
+    training = model.training
+    model.eval()  # no dropout: both passes must see the same network
+    with torch.no_grad():
+        logits = model(input_ids=ids, use_cache=False).logits.float()
+        fused = (model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state @ head.weight.T).float()
+    model.train(training)
+    if not torch.allclose(fused, logits, rtol=1e-2, atol=1e-2 * float(logits.abs().max())):
+        raise ValueError(
+            f"learner.fused_head: the {role} ({type(model).__name__})'s logits are not its decoder's hidden "
+            f"states times its LM head (max difference {float((fused - logits).abs().max()):.3g}); {fix}"
+        )
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
