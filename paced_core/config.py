@@ -474,6 +474,9 @@ class PipelineConfig(Section):
     learner_wait_s: Float = Field(default=30.0, gt=0.0)
     # Stop the run when the learner has trained nothing for this long (e.g. no problem has w > 0).
     stall_timeout_s: Float = Field(default=600.0, gt=0.0)
+    # Stop the run when a new actor has not answered its first call this long after it was created: Ray
+    # could not place it, or its constructor is still loading (a vLLM engine of a 7B model takes minutes).
+    actor_start_timeout_s: Float = Field(default=900.0, gt=0.0)
 
 
 class RunConfig(Section):
@@ -531,6 +534,28 @@ class PacedConfig(Section):
         elif self.rollout.logprobs:
             raise _conflict(
                 f"needs rollout.backend 'vllm', got {self.rollout.backend!r}", "rollout.logprobs", "rollout.backend"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _placeable(self) -> PacedConfig:
+        """GPU requests Ray can grant and the learner can use; what depends on the cluster is checked by
+        services/placement.py once Ray is up."""
+        for section in ("learner", "rollout"):
+            gpus = getattr(self, section).num_gpus
+            if gpus > 1 and not gpus.is_integer():
+                raise _conflict(
+                    f"Ray gives an actor a fraction of one GPU or a whole number of GPUs, not {gpus:g}: "
+                    f"use e.g. {math.floor(gpus)} or {math.ceil(gpus)}",
+                    f"{section}.num_gpus",
+                )
+        if self.learner.device == "cuda" and self.learner.num_gpus == 0:
+            raise _conflict(
+                "learner.device 'cuda' needs learner.num_gpus > 0: Ray hides every GPU from an actor that asks "
+                "for none (CUDA_VISIBLE_DEVICES=''), so the learner would find no GPU; set learner.num_gpus "
+                "(1, or a fraction such as 0.5 to share the GPU with a rollout engine)",
+                "learner.num_gpus",
+                "learner.device",
             )
         return self
 

@@ -36,5 +36,9 @@ class LossSchedule:
             return self.spec.loss
         return self.spec.second if stage else self.spec.first
 
+    def needs_teacher_refs(self) -> bool:
+        """Whether a stage trains on teacher references (the driver then generates them before training)."""
+        return any(self.loss_at(step).sequences == "teacher" for step in (0, self.total_steps - 1))
+
     def state_dict(self) -> dict[str, int | None]:
         return {"total_steps": self.total_steps, "switch_step": self.switch_step}

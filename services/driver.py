@@ -15,6 +15,11 @@ The loop, asynchronous mode:
 Synchronous mode (`pipeline.mode: sync`) runs the same pieces one after another: generate one batch,
 grade it, train one step, publish, repeat; it is the baseline the asynchronous loop is measured against.
 A rollout actor that dies is replaced (the new one loads the latest weights first) and the run goes on.
+
+Before any actor starts, `services.placement` compares what the run's actors ask Ray for at their peak with
+the cluster's resources, and a shortfall stops the run in seconds, naming it. A new actor then has
+`pipeline.actor_start_timeout_s` to answer its first call; past that the run stops, naming the actor, what
+it asked for, whether Ray has placed it, and what the cluster has free.
 """
 
 from __future__ import annotations
@@ -33,12 +38,15 @@ from typing import Any
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import ray
+from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
 from paced_core.config import PacedConfig
+from paced_core.schedule import LossSchedule
 from paced_core.tasks import get_template
 from services.learner import Learner, latest_checkpoint
 from services.models import check_model
+from services.placement import Demand, cluster_nodes, placement_problems, run_demand, start_report, vllm_version
 from services.pool import Pool, check_checker, group_of, load_eval_sets, load_pool
 from services.rollout import HFRolloutWorker
 from services.rollout_vllm import VLLMRolloutWorker
@@ -108,15 +116,33 @@ class Driver:
         self._solved_before: dict[str, list[int]] = {}  # eval set -> problems its "before" evaluation solved
         self.retained: dict[str, dict[str, float]] = {}
         self.trained_by_p = {"p0": 0, "between": 0, "p1": 0, "unknown": 0}  # trained sequences by c / n
+        # What each actor asks Ray for; run() counts them with the store's replica count and references.
+        self.demand: Demand = run_demand(cfg)
 
     # ------------------------------------------------------------------ actors
 
+    def _check_placement(self) -> None:
+        """Fail now, naming the shortfall, when the cluster cannot hold this run's actors at their peak."""
+        problems = placement_problems(self.cfg, self.demand, cluster_nodes(), vllm_version())
+        if problems:
+            raise PipelineError("this run's actors do not fit the Ray cluster:\n  " + "\n  ".join(problems))
+
+    def _started(self, handle: ActorHandle, name: str, request: str, first_call: ray.ObjectRef) -> Any:
+        """The result of a new actor's first call, if it returns within pipeline.actor_start_timeout_s. Past
+        that the actor is stopped and so is the run, naming the actor (`name`), what it asked for (`request`:
+        its name in `self.demand`), whether Ray has placed it, and what the cluster has free."""
+        timeout = self.cfg.pipeline.actor_start_timeout_s
+        if not ray.wait([first_call], timeout=timeout)[0]:
+            report = start_report(handle, self.demand.of(request))
+            ray.kill(handle)
+            raise PipelineError(f"{name} did not start within {timeout:g} s (pipeline.actor_start_timeout_s): {report}")
+        return ray.get(first_call)
+
     def _start_learner(self) -> None:
-        cfg = self.cfg
-        learner_cls = ray.remote(Learner).options(
-            num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, max_concurrency=1
-        )
-        self.learner = learner_cls.remote(cfg, self.pool.train, str(self.out))
+        """Start the learner and wait until it answers (a model that fails to load surfaces here, naming it)."""
+        learner_cls = ray.remote(Learner).options(**self.demand.of("learner").options(), max_concurrency=1)
+        self.learner = learner_cls.remote(self.cfg, self.pool.train, str(self.out))
+        self._started(self.learner, "the learner", "learner", self.learner.stats.remote())
 
     def _restart_learner(self, err: Exception) -> None:
         """Replace a dead learner; it continues from the latest checkpoint (or from the start)."""
@@ -135,14 +161,15 @@ class Driver:
 
     def _start_actors(self) -> None:
         cfg = self.cfg
-        self._start_learner()
-        verifier_cls = ray.remote(Verifier).options(num_cpus=cfg.verifier.num_cpus)
+        verifier_cls = ray.remote(Verifier).options(**self.demand.of("verifier").options())
         self.verifiers = [
             verifier_cls.remote(cfg.verifier, cfg.store, self.pool.train) for _ in range(cfg.verifier.replicas)
         ]
         self._verifier_rr = 0
         self._pool_ref = ray.put(self.pool.train)
-        ray.get(self.learner.stats.remote())  # surfaces a model that fails to load, naming the learner
+        self._start_learner()  # while the verifiers start
+        for i, verifier in enumerate(self.verifiers, 1):
+            self._started(verifier, f"verifier {i}", "verifier", verifier.stats.remote())
 
     def _new_worker(self, role: str = "student") -> WorkerSlot:
         cfg = self.cfg
@@ -161,9 +188,10 @@ class Driver:
                 "weight_transport": rollout.vllm.weight_transport,
                 "logprobs": rollout.logprobs,
             }
+        request = "rollout" if role == "student" else "teacher reference"
         handle = (
             ray.remote(worker_cls)
-            .options(num_cpus=rollout.num_cpus, num_gpus=rollout.num_gpus, name=None)
+            .options(**self.demand.of(request).options(), name=None)
             .remote(
                 worker_id,
                 model.path,
@@ -179,16 +207,19 @@ class Driver:
             )
         )
         slot = WorkerSlot(worker_id, handle)
+        name = f"rollout worker {worker_id}"
+        # The first call surfaces a failed start, naming the worker.
         if role == "student" and self._nccl:
-            ray.get(handle.state.remote())  # surfaces a failed start, naming the worker
+            self._started(handle, name, request, handle.state.remote())
             tp = rollout.vllm.tensor_parallel_size
             ray.get(self.learner.connect_engine.remote(worker_id, handle, tp))
             slot.version = self._broadcast(only=worker_id)  # the latest weights before its first request
         elif role == "student" and self.weights_ref is not None:
             # A worker that joins mid-run serves the latest weights before its first request.
-            slot.version = ray.get(handle.load_weights.remote(self.weights_version, self.weights_ref))
+            load = handle.load_weights.remote(self.weights_version, self.weights_ref)
+            slot.version = self._started(handle, name, request, load)
         else:
-            ray.get(handle.state.remote())  # surfaces a failed start, naming the worker
+            self._started(handle, name, request, handle.state.remote())
         return slot
 
     def _add_workers(self, n: int) -> None:
@@ -410,6 +441,10 @@ class Driver:
         self._start_dashboard()
         if self.store.desired_replicas(ROLE) is None or not self.resume:
             self.store.set_desired_replicas(ROLE, cfg.rollout.replicas)
+        replicas = self.store.desired_replicas(ROLE) or cfg.rollout.replicas
+        needs_refs = LossSchedule(cfg.schedule, cfg.learner.steps).needs_teacher_refs()
+        self.demand = run_demand(cfg, replicas, teacher_references=needs_refs and self.store.teacher_ref_count() == 0)
+        self._check_placement()
         log(
             f"run {cfg.run.name}: pool {len(self.pool.train)} problems, held-out {len(self.pool.heldout)}, "
             f"mode {cfg.pipeline.mode}, {cfg.learner.steps} steps"
@@ -421,11 +456,10 @@ class Driver:
                 raise FileNotFoundError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
             ray.get(self.learner.load_checkpoint.remote(ckpt))
             log(f"resumed from {ckpt}")
-        self._add_workers(self.store.desired_replicas(ROLE) or cfg.rollout.replicas)
+        self._add_workers(replicas)
         if self.resume:
             self._publish()
             self.scheduler.rebuild(self.store.all_estimates(), self.weights_version)
-        needs_refs = ray.get(self.learner.needs_teacher_refs.remote())
         if needs_refs and self.store.teacher_ref_count() == 0:
             log(f"generating teacher references ({cfg.teacher.reference_samples} per problem) ...")
             totals = self._sample_all(cfg.teacher.reference_samples, "teacher")

@@ -164,13 +164,6 @@ def _run_one(cfg_yaml: str, run_dir: str) -> dict[str, Any]:
     return summary
 
 
-def cpus_per_run(cfg: PacedConfig) -> float:
-    """The CPUs one run's actors hold at its peak: learner, rollout workers, verifiers, and the
-    teacher-reference worker while references are generated."""
-    r = cfg.rollout
-    return cfg.learner.num_cpus + (r.replicas + 1) * r.num_cpus + cfg.verifier.replicas * cfg.verifier.num_cpus
-
-
 def load_config_text(text: str) -> PacedConfig:
     """A config from `dump_config` output (what config.yaml of a run keeps)."""
     return PacedConfig.model_validate(yaml.safe_load(text))
@@ -232,9 +225,17 @@ def run_experiment(path: str | Path, out: str | Path, quick: bool = False, paral
     else:
         import ray
 
-        room = int(ray.cluster_resources().get("CPU", 0) // max(cpus_per_run(c) for _, _, c, _ in todo) or 1)
+        from services.placement import FIELDS, run_demand
+
+        # Each resource of the cluster over the most any one run holds of it at its peak.
+        cluster = ray.cluster_resources()
+        peaks = {r: max(run_demand(c).total(r) for _, _, c, _ in todo) for r in FIELDS}
+        room = max(1, min((int(cluster.get(r, 0.0) // peak) for r, peak in peaks.items() if peak), default=parallel))
         if room < parallel:
-            log(f"--parallel {parallel}: the cluster's CPUs hold {room} run(s) at once; running {room} at a time")
+            log(
+                f"--parallel {parallel}: the cluster's CPUs and GPUs hold {room} run(s) at once; "
+                f"running {room} at a time"
+            )
             parallel = room
         remote = ray.remote(num_cpus=0)(_run_one)
         pending: dict[Any, tuple[str, int]] = {}

@@ -11,6 +11,7 @@ Teacher rollouts are references for forward-KL stages: only the correct ones are
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 
@@ -108,6 +109,10 @@ class Verifier:
     def grade_texts(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[bool]:
         """Correctness only, recording nothing (held-out evaluation)."""
         return [v.correct for v in self.grader.grade(problems, responses)]
+
+    def stats(self) -> dict[str, object]:
+        """The verifier's process and how many rollouts it graded, by reason."""
+        return {"pid": os.getpid(), "reasons": dict(self.reasons)}
 
     def close(self) -> None:
         self.grader.close()

@@ -26,14 +26,16 @@ def redis_url() -> Iterator[str]:
 def ray_cluster() -> Iterator[None]:
     """A new local Ray cluster on 127.0.0.1 (never an existing one), no dashboard.
 
-    8 logical CPUs on this 2-core machine: Ray's CPU counts only place actors (a pipeline test runs a
-    learner, rollout workers and a verifier at once); they do not limit what the processes use.
+    16 logical CPUs and 1 logical GPU, whatever the machine has: Ray's counts only place actors (a
+    pipeline test runs a learner, rollout workers and a verifier at once; a placement test places a
+    one-GPU layout); they do not limit what the processes use. An actor that asks for no GPU sees none.
     """
     import ray
 
     ray.init(
         address="local",
-        num_cpus=8,
+        num_cpus=16,
+        num_gpus=1,
         include_dashboard=False,
         namespace="paced-tests",
         _node_ip_address="127.0.0.1",

@@ -458,3 +458,23 @@ def test_an_unknown_key_names_the_nearest_setting(tmp_path):
 def test_an_estimate_too_short_for_min_outcomes_is_refused(sets, held_by):
     with pytest.raises(ConfigError, match=rf"scheduler.min_outcomes: .*\({held_by}\).*could ever become known"):
         load_config(REPO / "configs" / "demo.yaml", sets)
+
+
+def test_a_cuda_learner_that_asks_ray_for_no_gpu_is_refused(tmp_path):
+    path = write(tmp_path, MINIMAL + "learner:\n  device: cuda\n")
+    assert problems(path) == [
+        f"{path}:3: learner.num_gpus: learner.device 'cuda' needs learner.num_gpus > 0: Ray hides every GPU from "
+        "an actor that asks for none (CUDA_VISIBLE_DEVICES=''), so the learner would find no GPU; set "
+        "learner.num_gpus (1, or a fraction such as 0.5 to share the GPU with a rollout engine)"
+    ]
+    assert load_config(path, ["learner.num_gpus=0.5"]).learner.num_gpus == 0.5
+
+
+@pytest.mark.parametrize("section", ["learner", "rollout"])
+def test_more_than_one_gpu_is_a_whole_number_of_gpus(tmp_path, section):
+    path = write(tmp_path, MINIMAL)
+    assert problems(path, [f"{section}.num_gpus=1.5"]) == [
+        f"--set {section}.num_gpus=1.5: {section}.num_gpus: Ray gives an actor a fraction of one GPU or a whole "
+        "number of GPUs, not 1.5: use e.g. 1 or 2"
+    ]
+    assert load_config(path, [f"{section}.num_gpus=2"])

@@ -54,3 +54,17 @@ def test_a_fraction_switches_at_the_decimal_it_is_written_as():
 def test_a_schedule_whose_stage_would_not_run_is_refused(spec, total, message):
     with pytest.raises(ValueError, match=message):
         LossSchedule(spec, total_steps=total)
+
+
+@pytest.mark.parametrize(
+    ("spec", "needs"),
+    [
+        (ConstantSchedule(loss=ReverseKL()), False),
+        (ConstantSchedule(loss=ForwardKL()), True),
+        (TwoStageSchedule(switch_step=3), True),
+        (TwoStageSchedule(first=ReverseKL(), second=ForwardKL(), switch_step=3), True),
+        (TwoStageSchedule(first=ReverseKL(), second=JSD(), switch_step=3), False),
+    ],
+)
+def test_teacher_references_are_needed_when_a_stage_trains_on_teacher_sequences(spec, needs):
+    assert LossSchedule(spec, total_steps=10).needs_teacher_refs() is needs
