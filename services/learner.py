@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from paced_core.config import PacedConfig
 from paced_core.losses import (
@@ -73,8 +74,16 @@ class TrainSequence:
 
 class Learner:
     def __init__(
-        self, cfg: PacedConfig, pool: Sequence[Problem], out_dir: str | Path, store: PassRateStore | None = None
+        self,
+        cfg: PacedConfig,
+        pool: Sequence[Problem],
+        out_dir: str | Path,
+        store: PassRateStore | None = None,
+        models: tuple[PreTrainedModel, PreTrainedModel, PreTrainedTokenizerBase] | None = None,
     ) -> None:
+        """`models`: (student, teacher, tokenizer) already built on `learner.device`, the student in its master
+        dtype (float32 under `learner.precision: bf16_mixed`, else `student.dtype`), used instead of loading
+        `student.path` and `teacher.path` (`benchmarks/gpu_check.py` gives random-weight models)."""
         self.cfg = cfg
         lc = cfg.learner
         torch.manual_seed(lc.seed)
@@ -83,17 +92,20 @@ class Learner:
         self.by_id = {p.id: p for p in self.pool}
         self.store = store if store is not None else open_store(cfg.store)
         self.out_dir = Path(out_dir)
-        self.tokenizer = load_tokenizer(cfg.student.path, cfg.student.gguf_file, "student.path")
-        # bf16_mixed: float32 master weights (and so float32 AdamW state), bf16 compute under autocast.
-        master_dtype = "float32" if lc.precision == "bf16_mixed" else cfg.student.dtype
-        self.student = load_model(cfg.student.path, cfg.student.gguf_file, master_dtype, self.device)
-        if cfg.teacher.path is None:
-            # Self-distillation: the frozen initial student.
-            self.teacher = copy.deepcopy(self.student)
+        if models is not None:
+            self.student, self.teacher, self.tokenizer = models
         else:
-            self.teacher = load_model(
-                cfg.teacher.path, cfg.teacher.gguf_file, cfg.teacher.dtype, self.device, "teacher.path"
-            )
+            self.tokenizer = load_tokenizer(cfg.student.path, cfg.student.gguf_file, "student.path")
+            # bf16_mixed: float32 master weights (and so float32 AdamW state), bf16 compute under autocast.
+            master_dtype = "float32" if lc.precision == "bf16_mixed" else cfg.student.dtype
+            self.student = load_model(cfg.student.path, cfg.student.gguf_file, master_dtype, self.device)
+            if cfg.teacher.path is None:
+                # Self-distillation: the frozen initial student.
+                self.teacher = copy.deepcopy(self.student)
+            else:
+                self.teacher = load_model(
+                    cfg.teacher.path, cfg.teacher.gguf_file, cfg.teacher.dtype, self.device, "teacher.path"
+                )
         self.teacher.eval().requires_grad_(False)
         self.student.train()
         if lc.gradient_checkpointing:
