@@ -208,8 +208,9 @@ class VLLMEngineConfig(Section):
     kv_cache_gib: Float | None = Field(default=None, gt=0.0)
     tensor_parallel_size: Int = Field(default=1, ge=1)
     enforce_eager: Bool = False
-    # How new weights reach the engines: object_store (CPU and GPU) or nccl (GPU only); see services/weight_sync.py.
-    weight_transport: Literal["object_store", "nccl"] = "object_store"
+    # How new weights reach the engines (services/weight_sync.py): object_store (CPU and GPU), nccl (GPU: engines
+    # on other GPUs than the learner) or ipc (GPU: the engine on the learner's own GPU).
+    weight_transport: Literal["object_store", "nccl", "ipc"] = "object_store"
 
     def engine_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -238,6 +239,9 @@ class RolloutConfig(Section):
     num_cpus: Float = Field(default=1.0, ge=0.0)  # Ray resources per rollout actor
     num_gpus: Float = Field(default=0.0, ge=0.0)
     logprobs: Bool = False  # return each sampled token's log-prob with the rollout (vllm backend)
+    # The hf backend's KV cache: "dynamic" grows with the sequence; "static" is preallocated at prompt +
+    # max_new_tokens, which lets CUDA graphs / torch.compile run on a GPU (on a CPU it only costs memory).
+    hf_cache: Literal["dynamic", "static"] = "dynamic"
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
 
 
@@ -474,6 +478,8 @@ class PipelineConfig(Section):
     learner_wait_s: Float = Field(default=30.0, gt=0.0)
     # Stop the run when the learner has trained nothing for this long (e.g. no problem has w > 0).
     stall_timeout_s: Float = Field(default=600.0, gt=0.0)
+    # Stop the run when a rollout worker has not confirmed a weight version for this long (a stuck transfer).
+    weight_sync_timeout_s: Float = Field(default=300.0, gt=0.0)
     # Stop the run when a new actor has not answered its first call this long after it was created: Ray
     # could not place it, or its constructor is still loading (a vLLM engine of a 7B model takes minutes).
     actor_start_timeout_s: Float = Field(default=900.0, gt=0.0)

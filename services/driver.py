@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from services.scheduler import Scheduler
 from services.store import open_store
 from services.store.base import PassRateStore
 from services.verifier import Verifier
+from services.weight_sync import WeightSync, WeightSyncError, WeightTransportError, make_sync
 
 ROLE = "rollout"
 
@@ -73,9 +75,7 @@ class WorkerSlot:
     busy: Any = None  # the ObjectRef of the generation in flight
     requests: list = field(default_factory=list)
     retiring: bool = False
-    version: int = 0  # the version the worker has confirmed it serves
-    loading: Any = None  # the ObjectRef of a weight load in flight
-    loading_version: int = 0
+    version: int = 0  # the version the worker has confirmed it serves (as its weight sync reported)
 
 
 class Driver:
@@ -93,8 +93,6 @@ class Driver:
         self.scheduler = Scheduler(self.pool.train, cfg.scheduler, frozen=cfg.store.mode == "frozen")
         self.workers: dict[str, WorkerSlot] = {}
         self._worker_seq = 0
-        self.weights_ref: Any = None
-        self.weights_version = 0
         self.restarts = 0
         self.generated_tokens = 0
         self.rollouts_graded = 0
@@ -110,8 +108,6 @@ class Driver:
             "skipped_no_ref": 0,
         }
         self.learner_restarts = 0
-        # Weights reach the engines by the learner's NCCL broadcast instead of the object store.
-        self._nccl = cfg.rollout.backend == "vllm" and cfg.rollout.vllm.weight_transport == "nccl"
         self.evals: list[dict[str, Any]] = []
         self._solved_before: dict[str, list[int]] = {}  # eval set -> problems its "before" evaluation solved
         self.retained: dict[str, dict[str, float]] = {}
@@ -154,10 +150,8 @@ class Driver:
         if ckpt is not None:
             ray.get(self.learner.load_checkpoint.remote(ckpt))
             log(f"learner restored from {ckpt}")
-        if self._nccl:  # the weight-update groups died with the learner: open new ones
-            tp = self.cfg.rollout.vllm.tensor_parallel_size
-            ray.get([self.learner.connect_engine.remote(w.worker_id, w.handle, tp) for w in self.workers.values()])
-        self._publish()
+        self._weights(lambda: self.sync.reattach(self.learner))  # the new learner's weights, to every worker
+        self.scheduler.set_policy_version(self.sync.version)
 
     def _start_actors(self) -> None:
         cfg = self.cfg
@@ -168,6 +162,10 @@ class Driver:
         self._verifier_rr = 0
         self._pool_ref = ray.put(self.pool.train)
         self._start_learner()  # while the verifiers start
+        transport = cfg.rollout.vllm.weight_transport if cfg.rollout.backend == "vllm" else "object_store"
+        self.sync: WeightSync = make_sync(
+            transport, self.learner, cfg.pipeline.weight_sync_timeout_s, cfg.rollout.vllm.tensor_parallel_size
+        )
         for i, verifier in enumerate(self.verifiers, 1):
             self._started(verifier, f"verifier {i}", "verifier", verifier.stats.remote())
 
@@ -207,19 +205,10 @@ class Driver:
             )
         )
         slot = WorkerSlot(worker_id, handle)
-        name = f"rollout worker {worker_id}"
         # The first call surfaces a failed start, naming the worker.
-        if role == "student" and self._nccl:
-            self._started(handle, name, request, handle.state.remote())
-            tp = rollout.vllm.tensor_parallel_size
-            ray.get(self.learner.connect_engine.remote(worker_id, handle, tp))
-            slot.version = self._broadcast(only=worker_id)  # the latest weights before its first request
-        elif role == "student" and self.weights_ref is not None:
-            # A worker that joins mid-run serves the latest weights before its first request.
-            load = handle.load_weights.remote(self.weights_version, self.weights_ref)
-            slot.version = self._started(handle, name, request, load)
-        else:
-            self._started(handle, name, request, handle.state.remote())
+        self._started(handle, f"rollout worker {worker_id}", request, handle.state.remote())
+        if role == "student":  # it serves the latest weights before its first request
+            slot.version = self._weights(lambda: self.sync.attach(worker_id, handle))
         return slot
 
     def _add_workers(self, n: int) -> None:
@@ -244,15 +233,13 @@ class Driver:
                     self._retire(slot)
 
     def _retire(self, slot: WorkerSlot) -> None:
-        if self._nccl:
-            self.learner.disconnect_engine.remote(slot.worker_id)
+        self.sync.detach(slot.worker_id)
         ray.kill(slot.handle)
         self.workers.pop(slot.worker_id, None)
         self.store.remove_worker_status(slot.worker_id)
 
     def _replace_dead(self, slot: WorkerSlot, err: Exception) -> None:
-        if self._nccl:
-            self.learner.disconnect_engine.remote(slot.worker_id)
+        self.sync.detach(slot.worker_id)
         self.restarts += 1
         self.workers.pop(slot.worker_id, None)
         self.store.remove_worker_status(slot.worker_id)
@@ -260,52 +247,29 @@ class Driver:
         if not slot.retiring:
             self._add_workers(1)
 
-    def _broadcast(self, only: str | None = None) -> int:
-        """NCCL transport: the learner broadcasts to every engine (or `only`); returns the version served."""
+    def _weights(self, call: Callable[[], Any]) -> Any:
+        """Run a weight-sync call; a worker that refused a version or did not confirm it in time stops the
+        run (every later version would go the same way), naming the worker."""
         try:
-            return ray.get(self.learner.broadcast_weights.remote(only))
+            return call()
+        except (WeightSyncError, WeightTransportError) as err:
+            raise PipelineError(str(err)) from err
         except RayActorError:
             raise
-        except Exception as err:
+        except ray.exceptions.RayTaskError as err:
             raise PipelineError(cause_of(err)) from err
 
     def _publish(self) -> None:
-        """One put into the object store; every worker loads it after its current batch. With the NCCL
-        transport the learner broadcasts instead, and every worker serves the new version on return."""
-        if self._nccl:
-            version = self._broadcast()
-            self.weights_version = version
-            self.scheduler.set_policy_version(version)
-            for slot in self.workers.values():
-                slot.version = version
-            return
-        version_ref, state_ref = self.learner.weights.options(num_returns=2).remote()
-        version = ray.get(version_ref)
-        self.weights_ref, self.weights_version = state_ref, version
+        """Publish the learner's weights (`services.weight_sync`); no worker is waited for."""
+        version = self._weights(self.sync.publish)
         self.scheduler.set_policy_version(version)
-        for slot in self.workers.values():
-            slot.loading = slot.handle.load_weights.remote(version, state_ref)
-            slot.loading_version = version
 
     def _check_loads(self, wait: bool = False) -> None:
-        """Confirm the weight loads that have finished (all of them with `wait`). A worker that refuses a
-        version (names or shapes that do not match its model) stops the run: every later version would be
-        refused the same way. It keeps serving its old version until then."""
-        for slot in list(self.workers.values()):
-            if slot.loading is None:
-                continue
-            if not wait and not ray.wait([slot.loading], timeout=0)[0]:
-                continue
-            ref, slot.loading = slot.loading, None
-            try:
-                slot.version = ray.get(ref)
-            except RayActorError:
-                pass  # the worker died; its generation call reports that and it is replaced
-            except Exception as err:  # any refusal is reported with its cause
-                raise PipelineError(
-                    f"rollout worker {slot.worker_id} refused weights version {slot.loading_version}: "
-                    f"{cause_of(err)}; it still serves version {slot.version}"
-                ) from err
+        """Record the versions workers have confirmed (with `wait`: once every worker serves the latest)."""
+        confirmed = self._weights(self.sync.settle if wait else self.sync.poll)
+        for worker_id, version in confirmed.items():
+            if worker_id in self.workers:
+                self.workers[worker_id].version = version
 
     # ------------------------------------------------------------------ rollouts and grading
 
@@ -459,7 +423,7 @@ class Driver:
         self._add_workers(replicas)
         if self.resume:
             self._publish()
-            self.scheduler.rebuild(self.store.all_estimates(), self.weights_version)
+            self.scheduler.rebuild(self.store.all_estimates(), self.sync.version)
         if needs_refs and self.store.teacher_ref_count() == 0:
             log(f"generating teacher references ({cfg.teacher.reference_samples} per problem) ...")
             totals = self._sample_all(cfg.teacher.reference_samples, "teacher")
@@ -490,7 +454,7 @@ class Driver:
                 ray.wait([slot.busy])
                 slot.busy = None
         self._publish()
-        ray.get([w.handle.state.remote() for w in self.workers.values()])  # weights loaded everywhere
+        self._check_loads(wait=True)  # the final weights, everywhere
         acc_after = self.evaluate()
         for slot in self.workers.values():  # the dashboard shows the version each worker ended on
             self.store.set_worker_status(slot.worker_id, {"version": slot.version, "state": "idle"})
@@ -636,6 +600,8 @@ class Driver:
             queued = depth["undelivered"] + depth["pending"]
             for slot in list(self.workers.values()):
                 if slot.busy is None and not slot.retiring and not paused and queued < cfg.pipeline.max_queued_rollouts:
+                    if not self._weights(lambda s=slot: self.sync.ready(s.worker_id)):
+                        continue  # its new weights are being pushed; it generates once they are in
                     self._dispatch(slot)
                     gen[slot.busy] = slot
             waitable = [*gen, *grading, learner_ref]

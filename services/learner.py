@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -57,6 +57,9 @@ from services.records import GradedRollout, ProblemRef
 from services.rollout import encode_prompt
 from services.store import open_store
 from services.store.base import PassRateStore
+
+if TYPE_CHECKING:
+    from services.weight_sync import PushSender
 
 CONSUMER = "learner"
 
@@ -137,7 +140,7 @@ class Learner:
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.version = 0
-        self._nccl: Any = None  # weight_sync.NcclSender, with rollout.vllm.weight_transport nccl
+        self._sender: PushSender | None = None  # with rollout.vllm.weight_transport nccl or ipc
         self.counts = {
             "used": 0,
             "dropped_stale": 0,
@@ -165,11 +168,6 @@ class Learner:
 
     def current_loss(self) -> dict[str, Any]:
         return self.schedule.loss_at(min(self.step, self.cfg.learner.steps - 1)).model_dump()
-
-    def needs_teacher_refs(self) -> bool:
-        """Whether any stage trains on teacher references (the driver then generates them first)."""
-        specs = [self.schedule.loss_at(0), self.schedule.loss_at(self.cfg.learner.steps - 1)]
-        return any(s.sequences == "teacher" for s in specs)
 
     # ------------------------------------------------------------------ batches
 
@@ -438,29 +436,32 @@ class Learner:
             for k, v in self.student.state_dict().items()
         }
 
-    # ------------------------------------------------------------------ the NCCL weight transport (GPU)
+    # ------------------------------------------------------------------ pushed weights: nccl and ipc (GPU)
 
-    def connect_engine(self, worker_id: str, handle: Any, engine_world_size: int = 1) -> None:
-        """`rollout.vllm.weight_transport: nccl`: open a weight-update group with one rollout worker's
-        engine (`weight_sync.NcclSender`); the worker's `init_weight_transfer_engine` joins it."""
-        from services.weight_sync import NcclSender
+    def attach_engine(self, worker_id: str, handle: Any, engine_world_size: int = 1) -> None:
+        """`rollout.vllm.weight_transport` nccl or ipc: connect one rollout worker's engine to this learner's
+        sender (`weight_sync.PushSender`), after checking that the transport can join the two devices
+        (`weight_sync.check_pairing`: nccl needs separate GPUs, ipc the same one)."""
+        import ray
 
-        if self._nccl is None:
-            self._nccl = NcclSender(self.student)
-        self._nccl.connect(worker_id, handle, engine_world_size)
+        from services.weight_sync import PushSender, check_pairing, location
 
-    def disconnect_engine(self, worker_id: str) -> None:
-        if self._nccl is not None and worker_id in self._nccl.groups:
-            self._nccl.disconnect(worker_id)
+        transport = self.cfg.rollout.vllm.weight_transport
+        check_pairing(transport, location(), ray.get(handle.location.remote()), worker_id)
+        if self._sender is None:
+            self._sender = PushSender(transport, self.student, getattr(torch, self.cfg.student.dtype))
+        self._sender.attach(worker_id, handle, engine_world_size)
 
-    def broadcast_weights(self, only: str | None = None) -> int:
-        """NCCL path: send the student's weights to every connected engine (or just `only`); returns the
-        version they now serve. A worker that refuses the names or shapes is named in the error, before
-        anything moved."""
-        if self._nccl is None:
-            raise RuntimeError("broadcast_weights: no engine connected (connect_engine first)")
-        self._nccl.send(self.version, only)
-        return self.version
+    def detach_engine(self, worker_id: str) -> None:
+        if self._sender is not None:
+            self._sender.detach(worker_id)
+
+    def push_weights(self, worker_id: str) -> int:
+        """Send the student's current weights to one attached, idle engine; returns the version it now
+        serves. A worker that refuses the names or shapes is named in the error, before anything moved."""
+        if self._sender is None or worker_id not in self._sender.engines:
+            raise RuntimeError(f"push_weights: rollout worker {worker_id} is not attached (attach_engine first)")
+        return self._sender.send(self.version, worker_id)
 
     def stats(self) -> dict[str, Any]:
         total = self.idle_s + self.busy_s

@@ -20,8 +20,9 @@ import torch
 
 from paced_core.config import RolloutConfig
 from paced_core.tasks import Problem, PromptTemplate
-from services.models import load_model, load_tokenizer
+from services.models import load_model, load_tokenizer, pick_device
 from services.records import Rollout, RolloutRequest
+from services.weight_sync import Location, location
 
 
 class WeightMismatchError(ValueError):
@@ -105,6 +106,10 @@ class PoolSampler:
             "batches": self.stats.batches,
         }
 
+    def location(self) -> Location:
+        """The Ray node and GPUs this worker runs on (the learner checks a pushed transport's pairing)."""
+        return location()
+
     def _prompt(self, index: int) -> list[int]:
         if index not in self._prompt_cache:
             self._prompt_cache[index] = encode_prompt(self.pool[index], self.template, self.tokenizer, self.chat)
@@ -164,16 +169,17 @@ class HFRolloutWorker(PoolSampler):
         chat: bool = False,
         role: str = "student",
         threads: int | None = None,
-        device: str = "cpu",
+        device: str = "auto",
     ) -> None:
+        """`device` "auto": the GPU Ray gave this actor (`rollout.num_gpus` > 0), else the CPU."""
         if threads:
             torch.set_num_threads(threads)
         self.worker_id = worker_id
         self.cfg = rollout
         self.role = role
-        self.device = device
+        self.device = pick_device(device)
         self.tokenizer = load_tokenizer(model_path, gguf_file)
-        self.model = load_model(model_path, gguf_file, dtype, device).eval()
+        self.model = load_model(model_path, gguf_file, dtype, self.device).eval()
         self.template, self.chat = template, chat
         self.pool = list(pool)
         self._prompt_cache: dict[int, list[int]] = {}
@@ -232,6 +238,8 @@ class HFRolloutWorker(PoolSampler):
             }
         )
         extra = {"stop_strings": self._stop_strings, "tokenizer": self.tokenizer} if self._stop_strings else {}
+        if self.cfg.hf_cache == "static":
+            extra["cache_implementation"] = "static"
         generated = self.model.generate(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),

@@ -41,7 +41,7 @@ from paced_core.embedded import resolve_model_path
 from paced_core.tasks import Problem, PromptTemplate
 from services.models import ModelLoadError, check_model, load_tokenizer
 from services.rollout import Completion, GenerationStats, PoolSampler, check_state_compatible
-from services.weight_sync import NcclTransport, ObjectStoreTransport, WeightTransportError, make_transport
+from services.weight_sync import ObjectStoreTransport, PushTransport, WeightTransportError, make_transport
 
 
 class EngineStartError(RuntimeError):
@@ -120,7 +120,7 @@ class VLLMRolloutWorker(PoolSampler):
                     f"{where}: the object_store weight transport loads weights into an engine running in the "
                     f"worker's own process: it needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (found "
                     f"{os.environ['VLLM_ENABLE_V1_MULTIPROCESSING']!r}) and tensor_parallel_size 1; for "
-                    f"multi-GPU engines use rollout.vllm.weight_transport nccl"
+                    f"multi-GPU engines use rollout.vllm.weight_transport nccl (or ipc on the learner's GPU)"
                 )
         if threads:
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
@@ -168,7 +168,8 @@ class VLLMRolloutWorker(PoolSampler):
         return version
 
     def check_weight_metadata(self, metadata: Mapping[str, list]) -> None:
-        """NCCL path, before any broadcast: refuse names or shapes that do not fit (first mismatch named)."""
+        """Pushed weights (nccl, ipc), before anything moves: refuse names or shapes that do not fit (first
+        mismatch named)."""
         given = {
             name: torch.empty(shape, device="meta")
             for name, shape in zip(metadata["names"], metadata["shapes"], strict=True)
@@ -176,30 +177,31 @@ class VLLMRolloutWorker(PoolSampler):
         check_state_compatible(self._expected_params, given)
 
     def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
-        """NCCL path: join the learner's weight-update group (blocks until the learner joins too)."""
-        self._nccl_only()
+        """Pushed weights: join the learner's transfer (for nccl this blocks until the learner joins too)."""
+        self._push_only()
         self.llm.init_weight_transfer_engine({"init_info": init_info})
 
     def start_weight_update(self) -> None:
-        self._nccl_only()
+        self._push_only()
         self.llm.start_weight_update()
 
     def update_weights(self, update_info: dict[str, Any]) -> None:
-        """NCCL path: receive the broadcast tensors named in `update_info` and load them."""
-        self._nccl_only()
+        """Pushed weights: receive the tensors named in `update_info` (broadcast, or CUDA IPC handles) and
+        load them."""
+        self._push_only()
         self.llm.update_weights({"update_info": update_info})
 
     def finish_weight_update(self, version: int) -> None:
-        """NCCL path: finish loading; from now on rollouts carry `version`."""
-        self._nccl_only()
+        """Pushed weights: finish loading; from now on rollouts carry `version`."""
+        self._push_only()
         self.llm.finish_weight_update()
         self.llm.reset_prefix_cache()
         self.version = version
 
-    def _nccl_only(self) -> None:
-        if not isinstance(self.transport, NcclTransport):
+    def _push_only(self) -> None:
+        if not isinstance(self.transport, PushTransport):
             raise WeightTransportError(
-                f"rollout worker {self.worker_id}: NCCL weight-transfer call, but this engine uses the "
+                f"rollout worker {self.worker_id}: a pushed-weights call, but this engine uses the "
                 f"{self.transport.name!r} transport"
             )
 

@@ -1,31 +1,45 @@
-"""How the learner's published weights reach running vLLM engines: the `WeightTransport` interface.
+"""How the learner's published weights reach the rollout workers: one interface, three transports.
 
-A transport has an engine half (the `vllm.LLM` arguments it needs, and how the engine takes a new version)
-and, where the learner takes part, a learner half. Every new version replaces the engine's weights in
-place: no engine restart, no reload from disk.
+Every new version replaces a worker's weights in place: no engine restart, no reload from disk. The
+transport is `rollout.vllm.weight_transport` (the `hf` backend always uses `object_store`):
 
-- `ObjectStoreTransport` (`object_store`, the default; CPU and GPU): the learner's state dict is one object
-  in the Ray object store; each rollout worker receives it as CPU tensors (Ray resolves the reference into
-  the `load_weights` argument) and loads them into its running engine with vLLM's in-place reload
+- `object_store` (default; CPU and GPU; both backends): the learner's state dict is one object in the Ray
+  object store; each worker receives it as CPU tensors (`load_weights`) and loads them: the HF worker
+  into its model, the vLLM worker into its running engine with vLLM's in-place reload
   (`Worker.reload_weights` through `LLM.collective_rpc`: the model's `load_weights` on checkpoint-format
-  names, then the layers' post-load processing, e.g. the CPU backend's GEMM weight packing).
-- `NcclTransport` (`nccl`, GPU only): vLLM's RLHF weight-transfer path. Each engine starts with
-  `weight_transfer_config=WeightTransferConfig(backend="nccl")`; the learner (`NcclSender`) opens one
-  weight-update process group per engine (the learner is rank 0, the engine's workers ranks 1..) and
-  broadcasts every parameter; the engine's workers load what they receive (`start_weight_update`,
-  `update_weights`, `finish_weight_update`). The learner actor holds the sender (`Learner.connect_engine`,
-  `broadcast_weights`); the driver connects each new rollout worker and broadcasts instead of putting the
-  state dict in the object store. **Untested here**: CI and the developers' machines have no GPU.
-  Colocated learner and engine on one GPU would use vLLM's `ipc` backend (CUDA IPC handles) the same way;
-  it is not wired up.
+  names, then the layers' post-load processing).
+- `nccl` (GPU; an engine on another GPU than the learner): vLLM's RLHF weight-transfer path. The learner
+  opens one weight-update group per engine (learner rank 0, the engine's workers ranks 1..) and
+  broadcasts every parameter; the engine loads what it receives. NCCL cannot connect two ranks on one
+  device, so a learner and an engine that share a GPU are refused (`check_pairing`).
+- `ipc` (GPU; the engine on the learner's own GPU, `configs/gpu/one_gpu_colocated.yaml`): vLLM's CUDA
+  IPC backend. The learner exports a CUDA IPC handle per parameter and the engine loads from the
+  learner's memory directly, with no copy through the host; it needs the same GPU.
+
+The three halves:
+
+- the **engine half** (`WeightTransport`, in the rollout worker): the `vllm.LLM` arguments a transport needs;
+- the **learner half** (`PushSender`, in the learner actor, for `nccl` and `ipc`): attach an engine, send;
+- the **driver half** (`WeightSync`): attach a worker, publish a version, confirm what each worker
+  serves, detach. Nothing in it blocks the driver's loop except the calls documented as waiting
+  (`attach`, `settle`). Object-store loads are queued on each worker behind its current generation, so
+  they happen between batches and the loop never waits for them. A push (`nccl`, `ipc`) needs the
+  engine idle, so `ready` starts it when the worker has finished its batch and holds the worker's next
+  request until the engine confirms: the learner is never left waiting on a busy engine. A transfer
+  that is not confirmed within `pipeline.weight_sync_timeout_s` stops the run naming the worker.
+
+The `nccl` and `ipc` paths need CUDA and are not exercised on the CPU (no GPU in CI); the driver half's
+protocol is the same for both and is tested with the object store, and the pairing rules are tested on a
+Ray cluster with logical GPUs.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -33,12 +47,18 @@ import torch
 if TYPE_CHECKING:
     from vllm import LLM
 
-TRANSPORTS = ("object_store", "nccl")
+TRANSPORTS = ("object_store", "nccl", "ipc")
 """Names accepted by `make_transport` (and by the config's `rollout.vllm.weight_transport`)."""
+PUSH_TRANSPORTS = ("nccl", "ipc")
+"""Transports where the learner pushes the weights to the engine (`PushSender`)."""
 
 
 class WeightTransportError(RuntimeError):
-    """A transport that cannot be used here (e.g. NCCL without CUDA); the message says what to change."""
+    """A transport that cannot be used here (e.g. NCCL without CUDA, or between ranks on one GPU); the
+    message says what to change."""
+
+
+# ---------------------------------------------------------------- the engine half
 
 
 class WeightTransport(ABC):
@@ -72,34 +92,84 @@ class ObjectStoreTransport(WeightTransport):
         llm.reset_prefix_cache()
 
 
-class NcclTransport(WeightTransport):
-    """vLLM's NCCL weight-transfer backend (GPU only; untested here, see the module docstring)."""
-
-    name = "nccl"
+class PushTransport(WeightTransport):
+    """A vLLM weight-transfer backend the learner pushes into (`backend`: vLLM's name for it)."""
 
     def __init__(self) -> None:
         if not torch.cuda.is_available():
             raise WeightTransportError(
-                "rollout.vllm.weight_transport 'nccl' needs CUDA GPUs (NCCL broadcasts between GPUs), and no "
-                "CUDA device is visible here; use 'object_store', which works on CPU and GPU"
+                f"rollout.vllm.weight_transport {self.name!r} needs a CUDA GPU, and no CUDA device is visible "
+                f"here; use 'object_store', which works on CPU and GPU"
             )
 
     def engine_kwargs(self) -> dict[str, Any]:
         from vllm.config import WeightTransferConfig
 
-        return {"weight_transfer_config": WeightTransferConfig(backend="nccl")}
+        return {"weight_transfer_config": WeightTransferConfig(backend=self.name)}
+
+
+class NcclTransport(PushTransport):
+    """vLLM's NCCL weight-transfer backend: an engine on another GPU than the learner."""
+
+    name = "nccl"
+
+
+class IpcTransport(PushTransport):
+    """vLLM's CUDA IPC weight-transfer backend: an engine on the learner's own GPU."""
+
+    name = "ipc"
 
 
 def make_transport(name: str) -> WeightTransport:
     """The engine half of transport `name` (one of `TRANSPORTS`)."""
-    if name == ObjectStoreTransport.name:
-        return ObjectStoreTransport()
-    if name == NcclTransport.name:
-        return NcclTransport()
+    for cls in (ObjectStoreTransport, NcclTransport, IpcTransport):
+        if cls.name == name:
+            return cls()
     raise WeightTransportError(f"unknown weight transport {name!r}; known: {', '.join(TRANSPORTS)}")
 
 
-# ---------------------------------------------------------------- the learner half of NCCL (GPU only)
+# ---------------------------------------------------------------- where an actor runs, and which pairs work
+
+
+@dataclass(frozen=True)
+class Location:
+    """The Ray node and the GPU ids Ray assigned to one actor (as `location()` reports it from inside)."""
+
+    node: str
+    gpus: tuple[str, ...]
+
+
+def location() -> Location:
+    """Where this actor runs, from Ray's runtime context."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return Location(context.get_node_id(), tuple(str(g) for g in context.get_accelerator_ids().get("GPU", [])))
+
+
+def check_pairing(transport: str, learner: Location, engine: Location, worker_id: str) -> None:
+    """Refuse a learner / engine pair the transport cannot connect, saying what to change instead:
+    `nccl` needs them on different GPUs (NCCL refuses two ranks on one device, "Duplicate GPU
+    detected"); `ipc` needs the engine on the learner's GPU (CUDA IPC handles are per device)."""
+    shared = sorted(set(learner.gpus) & set(engine.gpus)) if learner.node == engine.node else []
+    if transport == "nccl" and shared:
+        raise WeightTransportError(
+            f"rollout.vllm.weight_transport nccl: the learner and rollout worker {worker_id} share GPU "
+            f"{', '.join(shared)} on node {learner.node[:12]}, and NCCL cannot connect two ranks on one device; "
+            f"use weight_transport ipc for an engine colocated with the learner, or give them separate GPUs "
+            f"(whole learner.num_gpus and rollout.num_gpus)"
+        )
+    if transport == "ipc" and (not learner.gpus or set(engine.gpus) != set(learner.gpus) or not shared):
+        raise WeightTransportError(
+            f"rollout.vllm.weight_transport ipc: rollout worker {worker_id} runs on GPU "
+            f"{', '.join(engine.gpus) or 'none'} of node {engine.node[:12]} but the learner on GPU "
+            f"{', '.join(learner.gpus) or 'none'} of node {learner.node[:12]}; CUDA IPC shares memory within "
+            f"one device, so colocate them (fractional learner.num_gpus and rollout.num_gpus on a one-GPU "
+            f"node, as configs/gpu/one_gpu_colocated.yaml) or use weight_transport nccl"
+        )
+
+
+# ---------------------------------------------------------------- the learner half of nccl and ipc (GPU only)
 
 
 @dataclass(frozen=True)
@@ -111,13 +181,30 @@ class WeightMetadata:
     shapes: list[list[int]]
 
     @classmethod
-    def of(cls, model: torch.nn.Module) -> WeightMetadata:
+    def of(cls, model: torch.nn.Module, dtype: torch.dtype) -> WeightMetadata:
         params = list(model.named_parameters())
         return cls(
             [n for n, _ in params],
-            [str(p.dtype).removeprefix("torch.") for _, p in params],
+            [str(dtype).removeprefix("torch.") for _ in params],
             [list(p.shape) for _, p in params],
         )
+
+
+def _cast_source(model: torch.nn.Module, dtype: torch.dtype):
+    """vLLM's `WeightSource` over the model's parameters cast to `dtype`, the engines' dtype (float32 master
+    weights under `learner.precision: bf16_mixed` go out as bfloat16: half the bytes, and what the engine
+    stores anyway)."""
+    from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
+
+    class CastSource(WeightSource):
+        def metadata(self) -> list[ParamMeta]:
+            return [ParamMeta(name, dtype, tuple(p.shape)) for name, p in model.named_parameters()]
+
+        def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
+            for name, param in model.named_parameters():
+                yield name, param.detach().to(dtype)
+
+    return CastSource()
 
 
 class _RolloutWorkerClient:
@@ -149,67 +236,271 @@ class _RolloutWorkerClient:
         ray.get(self.handle.finish_weight_update.remote(self.version))
 
 
-class NcclSender:
-    """The learner half of `NcclTransport`: one weight-update group per engine, so that engines can join
-    and leave while the run goes on (a group's world size is fixed when it is opened).
+class PushSender:
+    """The learner half of `nccl` and `ipc`: one vLLM trainer-side transfer engine per rollout engine, so
+    that engines can join and leave while the run goes on (an NCCL group's world size is fixed when it
+    is opened).
 
-        sender = NcclSender(student)                       # in the learner actor, on its GPU
-        sender.connect("student-1", handle, engine_world_size=1)
-        sender.send(version)                               # after each optimizer step to publish
+        sender = PushSender("ipc", student, torch.bfloat16)   # in the learner actor, on its GPU
+        sender.attach("student-1", handle, engine_world_size=1)
+        sender.send(version, "student-1")                      # the engine must be idle
 
-    Before any broadcast every engine checks the names and shapes (`check_weight_metadata`), so a mismatch
+    Before anything moves the engine checks the names and shapes (`check_weight_metadata`), so a mismatch
     is refused while nothing has moved and the engine keeps serving its current version.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, transport: str, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        if transport not in PUSH_TRANSPORTS:
+            raise WeightTransportError(f"PushSender: {transport!r} is not a push transport ({PUSH_TRANSPORTS})")
         if not torch.cuda.is_available():
-            raise WeightTransportError("NcclSender needs the learner on a CUDA GPU; no CUDA device is visible")
-        from vllm.distributed.weight_transfer import ModuleSource
+            raise WeightTransportError(
+                f"weight_transport {transport!r} needs the learner on a CUDA GPU; none is visible"
+            )
+        self.transport, self.model, self.dtype = transport, model, dtype
+        self.source = _cast_source(model, dtype)
+        self.engines: dict[str, tuple[Any, _RolloutWorkerClient]] = {}
 
-        self.model = model
-        self.source = ModuleSource(model)
-        self.groups: dict[str, tuple[Any, _RolloutWorkerClient]] = {}
-
-    def connect(self, worker_id: str, handle: Any, engine_world_size: int = 1) -> None:
-        """Open a group with one engine (its `engine_world_size` workers, e.g. its tensor-parallel size)."""
-        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo, NCCLTrainerWeightTransferEngine
-
+    def attach(self, worker_id: str, handle: Any, engine_world_size: int = 1) -> None:
+        """Connect one engine (its `engine_world_size` workers, e.g. its tensor-parallel size)."""
         client = _RolloutWorkerClient(handle)
-        init = NCCLTrainerInitInfo(
-            master_address=socket.gethostbyname(socket.gethostname()),
-            master_port=_free_port(),
-            world_size=1 + engine_world_size,
-            rank=0,  # the learner is the sender
-        )
-        engine = NCCLTrainerWeightTransferEngine.trainer_init(init, client=client, source=self.source)
-        self.groups[worker_id] = (engine, client)
+        if self.transport == "nccl":
+            from vllm.distributed.weight_transfer.nccl_engine import (
+                NCCLTrainerInitInfo,
+                NCCLTrainerWeightTransferEngine,
+            )
 
-    def disconnect(self, worker_id: str) -> None:
-        engine, _ = self.groups.pop(worker_id)
-        engine.shutdown()
+            init = NCCLTrainerInitInfo(
+                master_address=socket.gethostbyname(socket.gethostname()),
+                master_port=_free_port(),
+                world_size=1 + engine_world_size,
+                rank=0,  # the learner is the sender
+            )
+            engine = NCCLTrainerWeightTransferEngine.trainer_init(init, client=client, source=self.source)
+        else:
+            from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo, IPCTrainerWeightTransferEngine
 
-    def send(self, version: int, only: str | None = None) -> None:
-        """Broadcast the model's parameters to every connected engine (or just engine `only`, one that
-        joined mid-run), which then serves `version`."""
+            engine = IPCTrainerWeightTransferEngine.trainer_init(
+                IPCTrainerInitInfo(), client=client, source=self.source
+            )
+        self.engines[worker_id] = (engine, client)
+
+    def detach(self, worker_id: str) -> None:
+        if worker_id in self.engines:
+            engine, _ = self.engines.pop(worker_id)
+            engine.shutdown()
+
+    def send(self, version: int, worker_id: str) -> int:
+        """Send the model's parameters to one attached engine, which then serves `version`."""
         import ray
 
-        ids = [only] if only is not None else list(self.groups)
-        meta = asdict(WeightMetadata.of(self.model))
-        checks = {worker_id: self.groups[worker_id][1].handle.check_weight_metadata.remote(meta) for worker_id in ids}
-        for worker_id, check in checks.items():
-            try:
-                ray.get(check)
-            except ray.exceptions.RayTaskError as err:
-                raise WeightTransportError(
-                    f"rollout worker {worker_id} refused weights version {version}: {err.cause}"
-                ) from err
-        for worker_id in ids:
-            engine, client = self.groups[worker_id]
-            client.version = version
-            engine.send_weights()
+        engine, client = self.engines[worker_id]
+        try:
+            ray.get(client.handle.check_weight_metadata.remote(asdict(WeightMetadata.of(self.model, self.dtype))))
+        except ray.exceptions.RayTaskError as err:
+            raise WeightTransportError(
+                f"rollout worker {worker_id} refused weights version {version}: {err.cause}"
+            ) from err
+        client.version = version
+        engine.send_weights()
+        return version
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- the driver half
+
+
+class WeightSyncError(RuntimeError):
+    """A worker that refused a version or did not confirm it in time; the message names it."""
+
+
+@dataclass
+class _Worker:
+    handle: Any
+    served: int = 0  # the version the worker has confirmed it serves
+    transfer: Any = None  # the ObjectRef of a load or push in flight
+    transfer_version: int = 0
+    started: float = 0.0
+
+
+@dataclass
+class WeightSync(ABC):
+    """The driver's half of moving weights (see the module docstring): attach, publish, ready, poll,
+    settle, detach. `learner` is the learner actor's handle; `name(worker_id)` says how messages name a
+    worker; transfers not confirmed within `timeout_s` raise `WeightSyncError`."""
+
+    learner: Any
+    timeout_s: float
+    workers: dict[str, _Worker] = field(default_factory=dict)
+    version: int = 0  # the latest published version
+
+    @abstractmethod
+    def attach(self, worker_id: str, handle: Any) -> int:
+        """Take a started worker into the sync and wait until it serves the latest version (returned)."""
+
+    @abstractmethod
+    def publish(self) -> int:
+        """Publish the learner's current weights; returns their version. Does not wait for any worker."""
+
+    @abstractmethod
+    def ready(self, worker_id: str) -> bool:
+        """Whether the driver may send this idle worker a generation request now (it then generates with
+        the latest version or the transfer to it is already queued ahead of the request)."""
+
+    @abstractmethod
+    def reattach(self, learner: Any) -> None:
+        """A restarted learner: reconnect every worker to it and publish its weights."""
+
+    def served(self, worker_id: str) -> int:
+        return self.workers[worker_id].served
+
+    def detach(self, worker_id: str) -> None:
+        self.workers.pop(worker_id, None)
+
+    def poll(self, wait: bool = False) -> dict[str, int]:
+        """Confirm the transfers that have finished (all of them with `wait`, up to the timeout); returns
+        {worker: version now served} for those. A refusal (names or shapes that do not fit, every later
+        version would be refused alike) or a transfer past the timeout raises `WeightSyncError`; a
+        worker that died is left to the caller, whose generation call reports it."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        confirmed: dict[str, int] = {}
+        for worker_id, w in list(self.workers.items()):
+            if w.transfer is None:
+                continue
+            while True:  # with `wait`, until it is done or its time is up (ray.wait may return early)
+                left = w.started + self.timeout_s - time.monotonic()
+                done, _ = ray.wait([w.transfer], timeout=max(0.0, left) if wait else 0)
+                if done or not wait or left <= 0:
+                    break
+            if not done:
+                if time.monotonic() - w.started >= self.timeout_s:
+                    raise WeightSyncError(
+                        f"rollout worker {worker_id} has not confirmed weights version {w.transfer_version} after "
+                        f"{self.timeout_s:.0f} s (pipeline.weight_sync_timeout_s); it still serves version {w.served}"
+                    )
+                continue
+            ref, w.transfer = w.transfer, None
+            try:
+                w.served = ray.get(ref)
+            except RayActorError:
+                continue
+            except Exception as err:  # any refusal is reported with its cause
+                raise WeightSyncError(
+                    f"rollout worker {worker_id} refused weights version {w.transfer_version}: {_cause(err)}; "
+                    f"it still serves version {w.served}"
+                ) from err
+            confirmed[worker_id] = w.served
+        return confirmed
+
+    def settle(self, worker_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Wait until the given workers (all by default) serve the latest version; returns what `poll` does."""
+        ids = list(self.workers) if worker_ids is None else list(worker_ids)
+        for worker_id in ids:
+            self.ready(worker_id)  # starts a push the worker still needs
+        return self.poll(wait=True)
+
+    def _start(self, worker_id: str, ref: Any, version: int) -> None:
+        w = self.workers[worker_id]
+        w.transfer, w.transfer_version, w.started = ref, version, time.monotonic()
+
+
+class ObjectStoreSync(WeightSync):
+    """`object_store`: one put of the learner's state dict per version; every worker's `load_weights` is
+    queued behind its current generation, so the driver never waits for it and a request sent later
+    runs on the new weights."""
+
+    state: Any = None  # the ObjectRef of the latest state dict
+
+    def attach(self, worker_id: str, handle: Any) -> int:
+
+        self.workers[worker_id] = _Worker(handle)
+        if self.state is None:  # nothing published yet: it serves the weights it loaded (version 0)
+            return 0
+        self._start(worker_id, handle.load_weights.remote(self.version, self.state), self.version)
+        self.poll(wait=True)
+        return self.served(worker_id)
+
+    def publish(self) -> int:
+        import ray
+
+        version_ref, self.state = self.learner.weights.options(num_returns=2).remote()
+        self.version = ray.get(version_ref)
+        for worker_id, w in self.workers.items():
+            # A worker keeps one load in flight at most: an older load still queued is superseded in order.
+            self._start(worker_id, w.handle.load_weights.remote(self.version, self.state), self.version)
+        return self.version
+
+    def ready(self, worker_id: str) -> bool:
+        return True
+
+    def reattach(self, learner: Any) -> None:
+        self.learner = learner
+        self.publish()
+
+
+class PushSync(WeightSync):
+    """`nccl` and `ipc`: the learner pushes each version into an idle engine (`Learner.push_weights`);
+    `ready` starts the push when a worker that lags behind finishes its batch, and holds its next request
+    until the engine confirms."""
+
+    tensor_parallel_size: int = 1
+
+    def attach(self, worker_id: str, handle: Any) -> int:
+        import ray
+
+        self.workers[worker_id] = _Worker(handle, served=-1)
+        ray.get(self.learner.attach_engine.remote(worker_id, handle, self.tensor_parallel_size))
+        self.settle([worker_id])
+        return self.served(worker_id)
+
+    def publish(self) -> int:
+        import ray
+
+        self.version = ray.get(self.learner.stats.remote())["version"]
+        return self.version
+
+    def ready(self, worker_id: str) -> bool:
+        w = self.workers[worker_id]
+        if w.transfer is not None:
+            return False
+        if w.served >= self.version:
+            return True
+        self._start(worker_id, self.learner.push_weights.remote(worker_id), self.version)
+        return False
+
+    def detach(self, worker_id: str) -> None:
+        if self.workers.pop(worker_id, None) is not None:
+            self.learner.detach_engine.remote(worker_id)
+
+    def reattach(self, learner: Any) -> None:
+        import ray
+
+        self.learner = learner
+        self.publish()
+        for worker_id, w in self.workers.items():
+            ray.get(learner.attach_engine.remote(worker_id, w.handle, self.tensor_parallel_size))
+            w.transfer, w.served = None, -1  # the new learner has not pushed anything to it
+        self.settle()
+
+
+def make_sync(transport: str, learner: Any, timeout_s: float, tensor_parallel_size: int = 1) -> WeightSync:
+    """The driver half for `transport` (one of `TRANSPORTS`)."""
+    if transport == "object_store":
+        return ObjectStoreSync(learner, timeout_s)
+    if transport in PUSH_TRANSPORTS:
+        sync = PushSync(learner, timeout_s)
+        sync.tensor_parallel_size = tensor_parallel_size
+        return sync
+    raise WeightTransportError(f"unknown weight transport {transport!r}; known: {', '.join(TRANSPORTS)}")
+
+
+def _cause(err: BaseException) -> str:
+    """The root error of a Ray task failure (its `cause` when it has one)."""
+    cause = getattr(err, "cause", None)
+    return f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(err).__name__}: {err}"

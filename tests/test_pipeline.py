@@ -18,6 +18,7 @@ import ray
 import torch
 
 from paced_core.config import load_config
+from paced_core.tasks import get_template
 from services.driver import ROLE, Driver
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,32 +198,34 @@ def test_resume_continues_with_the_same_step_count_and_optimizer_state(ray_clust
 
 
 def test_a_refused_weight_update_stops_the_run_naming_the_worker(ray_cluster, tmp_path, tiny_models):
-    """A published version whose tensors do not fit the worker's model is refused by the worker, which keeps
+    """A published version whose tensors do not fit a worker's model is refused by the worker, which keeps
     serving its old version, and the driver stops with a message naming the worker and the first mismatch."""
-    from transformers import AutoModelForCausalLM
-
     from services.driver import PipelineError
+    from services.rollout import HFRolloutWorker
 
-    driver = Driver(small_config(tiny_models, "refused"), tmp_path)
+    cfg = small_config(tiny_models, "refused")
+    driver = Driver(cfg, tmp_path)
     try:
         driver._start_actors()
         driver._add_workers(1)
         slot = next(iter(driver.workers.values()))
         driver._publish()  # the learner's own weights fit: the worker confirms the version
         driver._check_loads(wait=True)
-        assert slot.version == driver.weights_version == ray.get(slot.handle.state.remote())["version"]
+        assert slot.version == driver.sync.version == ray.get(slot.handle.state.remote())["version"]
 
-        state = AutoModelForCausalLM.from_pretrained(tiny_models["student"]).state_dict()
-        state["model.norm.weight"] = torch.zeros(7)
-        slot.loading = slot.handle.load_weights.remote(driver.weights_version + 1, ray.put(state))
-        slot.loading_version = driver.weights_version + 1
+        # A worker on the teacher's (larger) architecture joins: the published student weights do not fit.
+        other = ray.remote(HFRolloutWorker).options(num_cpus=0).remote(
+            "student-99", tiny_models["teacher"], cfg.rollout, [], get_template(cfg.data.template)
+        )
+        ray.get(other.state.remote())
         with pytest.raises(PipelineError) as refused:
-            driver._check_loads(wait=True)
+            driver._weights(lambda: driver.sync.attach("student-99", other))
         message = str(refused.value)
-        assert message.startswith(f"rollout worker {slot.worker_id} refused weights version {slot.loading_version}")
-        assert "'model.norm.weight' with shape (7,)" in message, message
-        assert f"it still serves version {driver.weights_version}" in message
-        assert ray.get(slot.handle.state.remote())["version"] == driver.weights_version
+        assert message.startswith(f"rollout worker student-99 refused weights version {driver.sync.version}")
+        assert "with shape" in message, message
+        assert f"it still serves version {driver.sync.version}" in message
+        assert ray.get(other.state.remote())["version"] == driver.sync.version
+        ray.kill(other)
     finally:
         driver.close()
 

@@ -145,13 +145,34 @@ def test_an_engine_without_memory_for_its_kv_cache_fails_with_the_worker_and_cau
     assert "failed to start" in cause and "memory" in cause
 
 
-def test_the_nccl_transport_without_cuda_is_a_clear_error(smollm2_dir, gsm8k_pool, greedy_rollout):
+@pytest.mark.parametrize("transport", ["nccl", "ipc"])
+def test_a_pushed_transport_without_cuda_is_a_clear_error(smollm2_dir, gsm8k_pool, greedy_rollout, transport):
     from services.rollout_vllm import EngineStartError, VLLMRolloutWorker
 
-    with pytest.raises(EngineStartError, match=r"rollout worker student-5: .*'nccl' needs CUDA GPUs"):
+    with pytest.raises(EngineStartError, match=rf"rollout worker student-5: .*'{transport}' needs a CUDA GPU"):
         VLLMRolloutWorker(
-            "student-5", str(smollm2_dir), greedy_rollout, gsm8k_pool, get_template("gsm8k"), weight_transport="nccl"
+            "student-5", str(smollm2_dir), greedy_rollout, gsm8k_pool, get_template("gsm8k"), weight_transport=transport
         )
+
+
+def test_an_object_store_engine_refuses_pushed_weights_and_checks_their_metadata(engine, smollm2_dir):
+    # The engine half of the push protocol on a real engine: metadata (what the learner's PushSender sends,
+    # `WeightMetadata.of` the student) is checked before anything moves, and push calls are refused by an
+    # engine that was not started for them.
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from services.weight_sync import WeightMetadata, WeightTransportError
+
+    with torch.device("meta"):
+        student = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(smollm2_dir))
+    meta = WeightMetadata.of(student, torch.bfloat16)
+    engine.check_weight_metadata({"names": meta.names, "shapes": meta.shapes})
+    wrong = [[3], *meta.shapes[1:]]
+    with pytest.raises(ValueError, match=rf"{meta.names[0]!r} with shape \(3,\)"):
+        engine.check_weight_metadata({"names": meta.names, "shapes": wrong})
+    with pytest.raises(WeightTransportError, match=r"student-1: a pushed-weights call.*'object_store'"):
+        engine.start_weight_update()
+    assert engine.version == 0
 
 
 def test_the_object_store_transport_refuses_an_engine_in_other_processes(smollm2_dir, gsm8k_pool, greedy_rollout):
