@@ -136,7 +136,10 @@ class Driver:
 
     def _start_learner(self) -> None:
         """Start the learner and wait until it answers (a model that fails to load surfaces here, naming it)."""
-        learner_cls = ray.remote(Learner).options(**self.demand.of("learner").options(), max_concurrency=1)
+        # Training steps one at a time; publishing (`weights`, pushes) on a thread of its own beside them.
+        learner_cls = ray.remote(concurrency_groups={"weights": 1})(Learner).options(
+            **self.demand.of("learner").options(), max_concurrency=1
+        )
         self.learner = learner_cls.remote(self.cfg, self.pool.train, str(self.out))
         self._started(self.learner, "the learner", "learner", self.learner.stats.remote())
 
@@ -150,8 +153,9 @@ class Driver:
         if ckpt is not None:
             ray.get(self.learner.load_checkpoint.remote(ckpt))
             log(f"learner restored from {ckpt}")
-        self._weights(lambda: self.sync.reattach(self.learner))  # the new learner's weights, to every worker
-        self.scheduler.set_policy_version(self.sync.version)
+        version = ray.get(self.learner.stats.remote())["version"]
+        self._weights(lambda: self.sync.reattach(self.learner, version))  # each worker gets its weights next
+        self.scheduler.set_policy_version(version)
 
     def _start_actors(self) -> None:
         cfg = self.cfg
@@ -208,14 +212,14 @@ class Driver:
         # The first call surfaces a failed start, naming the worker.
         self._started(handle, f"rollout worker {worker_id}", request, handle.state.remote())
         if role == "student":  # it serves the latest weights before its first request
-            slot.version = self._weights(lambda: self.sync.attach(worker_id, handle))
+            self._weights(lambda: self.sync.attach(worker_id, handle))
         return slot
 
     def _add_workers(self, n: int) -> None:
         for _ in range(n):
             slot = self._new_worker()
             self.workers[slot.worker_id] = slot
-            log(f"rollout worker {slot.worker_id} started (serving version {slot.version})")
+            log(f"rollout worker {slot.worker_id} started (serving version {self.sync.served(slot.worker_id)})")
 
     def _reconcile(self) -> None:
         desired = self.store.desired_replicas(ROLE)
@@ -229,8 +233,8 @@ class Driver:
             for slot in sorted(active, key=lambda w: w.busy is not None)[: len(active) - desired]:
                 slot.retiring = True
                 log(f"rollout worker {slot.worker_id} retiring (desired replicas {desired})")
-                if slot.busy is None:
-                    self._retire(slot)
+                if slot.busy is None and not self.sync.transferring(slot.worker_id):
+                    self._retire(slot)  # otherwise once its batch or its weight transfer is done
 
     def _retire(self, slot: WorkerSlot) -> None:
         self.sync.detach(slot.worker_id)
@@ -238,12 +242,15 @@ class Driver:
         self.workers.pop(slot.worker_id, None)
         self.store.remove_worker_status(slot.worker_id)
 
-    def _replace_dead(self, slot: WorkerSlot, err: Exception) -> None:
+    def _replace_dead(self, slot: WorkerSlot, err: Exception | str) -> None:
+        if slot.worker_id not in self.workers:  # already replaced (its weight transfer failed first)
+            return
         self.sync.detach(slot.worker_id)
         self.restarts += 1
         self.workers.pop(slot.worker_id, None)
         self.store.remove_worker_status(slot.worker_id)
-        log(f"rollout worker {slot.worker_id} died ({type(err).__name__}); starting a replacement")
+        why = err if isinstance(err, str) else type(err).__name__
+        log(f"rollout worker {slot.worker_id} died ({why}); starting a replacement")
         if not slot.retiring:
             self._add_workers(1)
 
@@ -254,22 +261,33 @@ class Driver:
             return call()
         except (WeightSyncError, WeightTransportError) as err:
             raise PipelineError(str(err)) from err
-        except RayActorError:
+        except RayActorError:  # the learner died: the loop restarts it
             raise
-        except ray.exceptions.RayTaskError as err:
-            raise PipelineError(cause_of(err)) from err
+        except ray.exceptions.RayTaskError as err:  # raised in the learner, e.g. a pairing it refused
+            cause = err.cause
+            raise PipelineError(str(cause) if isinstance(cause, WeightTransportError) else cause_of(err)) from err
 
-    def _publish(self) -> None:
-        """Publish the learner's weights (`services.weight_sync`); no worker is waited for."""
-        version = self._weights(self.sync.publish)
+    def _publish(self, version: int | None = None) -> None:
+        """Publish the learner's weights of `version` (None: ask the learner; outside the loop only);
+        no worker is waited for (`services.weight_sync`)."""
+        if version is None:
+            version = ray.get(self.learner.stats.remote())["version"]
+        self._weights(lambda: self.sync.publish(version))
         self.scheduler.set_policy_version(version)
 
-    def _check_loads(self, wait: bool = False) -> None:
-        """Record the versions workers have confirmed (with `wait`: once every worker serves the latest)."""
-        confirmed = self._weights(self.sync.settle if wait else self.sync.poll)
-        for worker_id, version in confirmed.items():
-            if worker_id in self.workers:
-                self.workers[worker_id].version = version
+    def _check_loads(self, settle: list[str] | None = None) -> None:
+        """Take in what the weight sync confirmed; with `settle`, first wait until those (idle) workers
+        serve the latest version. A worker found dead in a transfer is replaced; a retiring one whose
+        transfer is done goes."""
+        report = self._weights(lambda: self.sync.poll() if settle is None else self.sync.settle(settle))
+        for worker_id in report.dead:
+            slot = self.workers.get(worker_id)
+            if slot is not None and slot.busy is None:  # a busy one is replaced when its generation fails
+                self._replace_dead(slot, "while its weights were sent")
+        for worker_id in report.confirmed:
+            slot = self.workers.get(worker_id)
+            if slot is not None and slot.retiring and slot.busy is None:
+                self._retire(slot)
 
     # ------------------------------------------------------------------ rollouts and grading
 
@@ -280,7 +298,11 @@ class Driver:
         )
         slot.requests = requests
         slot.busy = slot.handle.generate.remote(requests)
-        self.store.set_worker_status(slot.worker_id, {"version": slot.version, "state": "generating"})
+        self._status(slot, "generating")
+
+    def _status(self, slot: WorkerSlot, state: str) -> None:
+        """The worker's row on the dashboard: the version it serves and what it is doing."""
+        self.store.set_worker_status(slot.worker_id, {"version": self.sync.served(slot.worker_id), "state": state})
 
     def _grade(self, rollouts: list, queue: bool = True) -> Any:
         verifier = self.verifiers[self._verifier_rr % len(self.verifiers)]
@@ -338,7 +360,7 @@ class Driver:
         slot = next(iter(self.workers.values()))
         if slot.busy is not None:
             ray.wait([slot.busy])
-        self._check_loads(wait=True)  # the version evaluated is the one the worker confirmed
+        self._check_loads([slot.worker_id])  # the version evaluated is the one the worker confirmed
         k = self.cfg.pipeline.eval_samples
         texts = ray.get(slot.handle.complete.remote(problems, k, self.cfg.pipeline.eval_temperature))
         repeated = [p for p in problems for _ in range(k)]
@@ -348,7 +370,7 @@ class Driver:
             by_group.setdefault(group_of(p), []).append(ok)
         groups = {g: sum(v) / len(v) for g, v in sorted(by_group.items())}
         per_problem = [sum(correct[i * k : (i + 1) * k]) / k for i in range(len(problems))]
-        return sum(correct) / len(correct), groups, slot.version, per_problem
+        return sum(correct) / len(correct), groups, self.sync.served(slot.worker_id), per_problem
 
     def evaluate(self) -> float:
         """Held-out accuracy now; recorded in `self.evals` and the store's metrics."""
@@ -454,10 +476,10 @@ class Driver:
                 ray.wait([slot.busy])
                 slot.busy = None
         self._publish()
-        self._check_loads(wait=True)  # the final weights, everywhere
+        self._check_loads(list(self.workers))  # the final weights, everywhere
         acc_after = self.evaluate()
         for slot in self.workers.values():  # the dashboard shows the version each worker ended on
-            self.store.set_worker_status(slot.worker_id, {"version": slot.version, "state": "idle"})
+            self._status(slot, "idle")
         log(f"held-out accuracy after: {acc_after:.3f} (before {acc_before:.3f})")
         sets_after = self.evaluate_sets("after")
         stats = ray.get(self.learner.stats.remote())
@@ -553,7 +575,7 @@ class Driver:
         cfg, step = self.cfg, metrics["step"]
         self._record({"kind": "step", **metrics})
         if step % cfg.learner.sync_every == 0:
-            self._publish()
+            self._publish(metrics["version"])
         if cfg.learner.checkpoint_every and step % cfg.learner.checkpoint_every == 0:
             ray.get(self.learner.save_checkpoint.remote())
         if step % cfg.run.eval_every == 0 and step < cfg.learner.steps:
@@ -626,8 +648,8 @@ class Driver:
                         self._replace_dead(slot, err)
                         continue
                     grading.add(self._grade(rollouts))
-                    self.store.set_worker_status(slot.worker_id, {"version": slot.version, "state": "idle"})
-                    if slot.retiring:
+                    self._status(slot, "idle")
+                    if slot.retiring and not self.sync.transferring(slot.worker_id):
                         self._retire(slot)
                 else:
                     grading.discard(ref)
@@ -649,7 +671,7 @@ class Driver:
         needed = cfg.learner.batch_size
         while step < cfg.learner.steps:
             self._reconcile()
-            self._check_loads(wait=True)
+            self._check_loads(list(self.workers))  # all idle between rounds
             # Generate one learner batch's worth, spread over the workers, and grade it all; in a stage on
             # student rollouts, again until the queue holds a batch (exploration and re-estimation draws
             # are graded but not queued).

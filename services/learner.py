@@ -15,6 +15,11 @@ queued), so the loss is the plain mean of per-sequence token means; in `loss` mo
 is multiplied by w = kernel(c / n) of its problem (read from the store now; 0 for an unknown or stale
 problem) and normalised by the sum of weights (`paced_core.losses.reduce`).
 
+On Ray the learner runs its training steps one at a time, and its publishing calls (`weights`, and
+`attach_engine` / `push_weights` for the nccl and ipc transports) in a concurrency group of their own,
+`weights`, so that a publish never waits for a step; a lock keeps a publish from reading the weights in
+the middle of an optimizer step.
+
 The student sees the problem's prompt; the teacher sees the same prompt or, with
 `teacher.privileged_context`, the prompt with the reference answer. Both score the same completion
 tokens. Prompts are left-padded so that every completion starts at the same column, which lets the
@@ -28,6 +33,7 @@ import copy
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import ray
 import torch
 from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -141,6 +148,8 @@ class Learner:
         self.step = 0
         self.version = 0
         self._sender: PushSender | None = None  # with rollout.vllm.weight_transport nccl or ipc
+        # Held while the weights change (optimizer step) or are read out (publish), which run on two threads.
+        self._weights_lock = threading.Lock()
         self.counts = {
             "used": 0,
             "dropped_stale": 0,
@@ -387,20 +396,22 @@ class Learner:
             }
         w, rate = self._weights([s.problem_id for s in seqs])
         loss, seq_loss, n_tokens = self.accumulate(seqs, spec, w)
-        grad_norm = self.apply_gradients()
+        with self._weights_lock:  # a publish running beside this step sees the weights before or after it
+            grad_norm = self.apply_gradients()
+            self.step += 1
+            self.version += 1
         if ack_ids:
             self.store.ack(ack_ids)
             self.counts["used"] += len(ack_ids)
         if spec.sequences == "teacher":
             self.counts["teacher_sequences"] += len(seqs)
-        self.step += 1
-        self.version += 1
         elapsed = time.perf_counter() - started
         self.busy_s += elapsed
         self.tokens += n_tokens
         staleness = [self.version - 1 - s.version for s in seqs if s.version >= 0]
         return {
             "step": self.step,
+            "version": self.version,  # of the weights this step produced
             "trained": True,
             "loss": loss,
             "loss_kind": spec.kind,
@@ -423,27 +434,29 @@ class Learner:
 
     # ------------------------------------------------------------------ weights and checkpoints
 
+    @ray.method(concurrency_group="weights")
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, CPU copy of the student's state dict in `student.dtype`, the samplers' dtype): what
         gets published to the samplers (float32 master weights of `bf16_mixed` are cast on the way).
 
         On Ray, call it with `num_returns=2`: the state dict then goes into the object store once, and
-        every rollout worker reads that one object.
+        every rollout worker reads that one object. It runs in the actor's `weights` concurrency group, beside
+        a training step (which waits only while this copies).
         """
         dtype = getattr(torch, self.cfg.student.dtype)
-        return self.version, {
-            k: v.detach().to("cpu", dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
-            for k, v in self.student.state_dict().items()
-        }
+        with self._weights_lock:
+            return self.version, {
+                k: v.detach().to("cpu", dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
+                for k, v in self.student.state_dict().items()
+            }
 
     # ------------------------------------------------------------------ pushed weights: nccl and ipc (GPU)
 
+    @ray.method(concurrency_group="weights")
     def attach_engine(self, worker_id: str, handle: Any, engine_world_size: int = 1) -> None:
         """`rollout.vllm.weight_transport` nccl or ipc: connect one rollout worker's engine to this learner's
         sender (`weight_sync.PushSender`), after checking that the transport can join the two devices
         (`weight_sync.check_pairing`: nccl needs separate GPUs, ipc the same one)."""
-        import ray
-
         from services.weight_sync import PushSender, check_pairing, location
 
         transport = self.cfg.rollout.vllm.weight_transport
@@ -452,16 +465,19 @@ class Learner:
             self._sender = PushSender(transport, self.student, getattr(torch, self.cfg.student.dtype))
         self._sender.attach(worker_id, handle, engine_world_size)
 
+    @ray.method(concurrency_group="weights")
     def detach_engine(self, worker_id: str) -> None:
         if self._sender is not None:
             self._sender.detach(worker_id)
 
+    @ray.method(concurrency_group="weights")
     def push_weights(self, worker_id: str) -> int:
         """Send the student's current weights to one attached, idle engine; returns the version it now
         serves. A worker that refuses the names or shapes is named in the error, before anything moved."""
         if self._sender is None or worker_id not in self._sender.engines:
             raise RuntimeError(f"push_weights: rollout worker {worker_id} is not attached (attach_engine first)")
-        return self._sender.send(self.version, worker_id)
+        with self._weights_lock:
+            return self._sender.send(self.version, worker_id)
 
     def stats(self) -> dict[str, Any]:
         total = self.idle_s + self.busy_s

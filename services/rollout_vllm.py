@@ -41,7 +41,13 @@ from paced_core.embedded import resolve_model_path
 from paced_core.tasks import Problem, PromptTemplate
 from services.models import ModelLoadError, check_model, load_tokenizer
 from services.rollout import Completion, GenerationStats, PoolSampler, check_state_compatible
-from services.weight_sync import ObjectStoreTransport, PushTransport, WeightTransportError, make_transport
+from services.weight_sync import (
+    IpcTransport,
+    ObjectStoreTransport,
+    PushTransport,
+    WeightTransportError,
+    make_transport,
+)
 
 
 class EngineStartError(RuntimeError):
@@ -111,16 +117,17 @@ class VLLMRolloutWorker(PoolSampler):
         self._expected_params = dict(reference.named_parameters())
         self._stop_ids, self._stop_strings = self._stops()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        if isinstance(self.transport, ObjectStoreTransport):
-            # Tensors handed to another process by `collective_rpc` do not arrive as tensors (vLLM 0.32
-            # serializes them for its message queue), so the object-store path loads in this process.
+        if isinstance(self.transport, (ObjectStoreTransport, IpcTransport)):
+            # Tensors (object_store) and CUDA IPC handles (ipc) handed to another process do not arrive as
+            # they were sent (vLLM 0.32 serializes them for its message queue; IPC handles only with
+            # VLLM_ALLOW_INSECURE_SERIALIZATION), so these transports load into an engine in this process.
             in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
             if not in_process or int((engine_args or {}).get("tensor_parallel_size", 1)) > 1:
                 raise EngineStartError(
-                    f"{where}: the object_store weight transport loads weights into an engine running in the "
-                    f"worker's own process: it needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (found "
+                    f"{where}: the {self.transport.name} weight transport loads weights into an engine running in "
+                    f"the worker's own process: it needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (found "
                     f"{os.environ['VLLM_ENABLE_V1_MULTIPROCESSING']!r}) and tensor_parallel_size 1; for "
-                    f"multi-GPU engines use rollout.vllm.weight_transport nccl (or ipc on the learner's GPU)"
+                    f"multi-GPU engines use rollout.vllm.weight_transport nccl"
                 )
         if threads:
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))

@@ -190,7 +190,7 @@ class WeightMetadata:
         )
 
 
-def _cast_source(model: torch.nn.Module, dtype: torch.dtype):
+def cast_source(model: torch.nn.Module, dtype: torch.dtype):
     """vLLM's `WeightSource` over the model's parameters cast to `dtype`, the engines' dtype (float32 master
     weights under `learner.precision: bf16_mixed` go out as bfloat16: half the bytes, and what the engine
     stores anyway)."""
@@ -257,11 +257,13 @@ class PushSender:
                 f"weight_transport {transport!r} needs the learner on a CUDA GPU; none is visible"
             )
         self.transport, self.model, self.dtype = transport, model, dtype
-        self.source = _cast_source(model, dtype)
+        self.source = cast_source(model, dtype)
         self.engines: dict[str, tuple[Any, _RolloutWorkerClient]] = {}
 
     def attach(self, worker_id: str, handle: Any, engine_world_size: int = 1) -> None:
         """Connect one engine (its `engine_world_size` workers, e.g. its tensor-parallel size)."""
+        import ray
+
         client = _RolloutWorkerClient(handle)
         if self.transport == "nccl":
             from vllm.distributed.weight_transfer.nccl_engine import (
@@ -270,7 +272,7 @@ class PushSender:
             )
 
             init = NCCLTrainerInitInfo(
-                master_address=socket.gethostbyname(socket.gethostname()),
+                master_address=ray.util.get_node_ip_address(),  # reachable from other nodes, unlike 127.0.1.1
                 master_port=_free_port(),
                 world_size=1 + engine_world_size,
                 rank=0,  # the learner is the sender
@@ -279,9 +281,8 @@ class PushSender:
         else:
             from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo, IPCTrainerWeightTransferEngine
 
-            engine = IPCTrainerWeightTransferEngine.trainer_init(
-                IPCTrainerInitInfo(), client=client, source=self.source
-            )
+            init = IPCTrainerInitInfo(rank=0)  # one learner process: it is the sender
+            engine = IPCTrainerWeightTransferEngine.trainer_init(init, client=client, source=self.source)
         self.engines[worker_id] = (engine, client)
 
     def detach(self, worker_id: str) -> None:
@@ -319,19 +320,28 @@ class WeightSyncError(RuntimeError):
 
 
 @dataclass
+class SyncReport:
+    """What `WeightSync.poll` saw: the versions workers confirmed, and the workers found dead while a
+    transfer to them was in flight (the driver replaces them)."""
+
+    confirmed: dict[str, int] = field(default_factory=dict)
+    dead: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _Worker:
     handle: Any
     served: int = 0  # the version the worker has confirmed it serves
-    transfer: Any = None  # the ObjectRef of a load or push in flight
+    transfer: Any = None  # the ObjectRef of the newest load or push in flight
     transfer_version: int = 0
-    started: float = 0.0
+    started: float = 0.0  # when the oldest unconfirmed transfer began
 
 
 @dataclass
 class WeightSync(ABC):
     """The driver's half of moving weights (see the module docstring): attach, publish, ready, poll,
-    settle, detach. `learner` is the learner actor's handle; `name(worker_id)` says how messages name a
-    worker; transfers not confirmed within `timeout_s` raise `WeightSyncError`."""
+    settle, detach. `learner` is the learner actor's handle; a transfer not confirmed within `timeout_s`
+    raises `WeightSyncError` naming the worker."""
 
     learner: Any
     timeout_s: float
@@ -343,35 +353,41 @@ class WeightSync(ABC):
         """Take a started worker into the sync and wait until it serves the latest version (returned)."""
 
     @abstractmethod
-    def publish(self) -> int:
-        """Publish the learner's current weights; returns their version. Does not wait for any worker."""
+    def publish(self, version: int) -> None:
+        """Publish the learner's weights of `version` (its version after the step just taken). Waits for
+        nothing: no learner call, no worker."""
 
     @abstractmethod
     def ready(self, worker_id: str) -> bool:
         """Whether the driver may send this idle worker a generation request now (it then generates with
-        the latest version or the transfer to it is already queued ahead of the request)."""
+        the latest version, or the transfer to it is already queued ahead of the request)."""
 
     @abstractmethod
-    def reattach(self, learner: Any) -> None:
-        """A restarted learner: reconnect every worker to it and publish its weights."""
+    def reattach(self, learner: Any, version: int) -> None:
+        """A restarted learner at `version`: connect every worker to it; each gets its weights before its
+        next request."""
 
     def served(self, worker_id: str) -> int:
         return self.workers[worker_id].served
 
+    def transferring(self, worker_id: str) -> bool:
+        """Whether a load or push to this worker is in flight (a worker is not retired in the middle of one)."""
+        return self.workers[worker_id].transfer is not None
+
     def detach(self, worker_id: str) -> None:
         self.workers.pop(worker_id, None)
 
-    def poll(self, wait: bool = False) -> dict[str, int]:
-        """Confirm the transfers that have finished (all of them with `wait`, up to the timeout); returns
-        {worker: version now served} for those. A refusal (names or shapes that do not fit, every later
-        version would be refused alike) or a transfer past the timeout raises `WeightSyncError`; a
-        worker that died is left to the caller, whose generation call reports it."""
+    def poll(self, wait: bool = False, worker_ids: Sequence[str] | None = None) -> SyncReport:
+        """Confirm the finished transfers of the given workers (all by default; with `wait`, every one of
+        them, up to the timeout). A refusal (names or shapes that do not fit: every later version would be
+        refused alike) or a transfer past the timeout raises `WeightSyncError`."""
         import ray
         from ray.exceptions import RayActorError
 
-        confirmed: dict[str, int] = {}
-        for worker_id, w in list(self.workers.items()):
-            if w.transfer is None:
+        report = SyncReport()
+        for worker_id in list(self.workers) if worker_ids is None else list(worker_ids):
+            w = self.workers.get(worker_id)
+            if w is None or w.transfer is None:
                 continue
             while True:  # with `wait`, until it is done or its time is up (ray.wait may return early)
                 left = w.started + self.timeout_s - time.monotonic()
@@ -389,25 +405,32 @@ class WeightSync(ABC):
             try:
                 w.served = ray.get(ref)
             except RayActorError:
+                # The worker died, or the learner did (the driver restarts it and calls `reattach`).
+                if not _alive(w.handle):
+                    report.dead.append(worker_id)
                 continue
             except Exception as err:  # any refusal is reported with its cause
-                raise WeightSyncError(
-                    f"rollout worker {worker_id} refused weights version {w.transfer_version}: {_cause(err)}; "
-                    f"it still serves version {w.served}"
-                ) from err
-            confirmed[worker_id] = w.served
-        return confirmed
+                cause = getattr(err, "cause", None) or err
+                what = (
+                    str(cause)
+                    if isinstance(cause, WeightTransportError)
+                    else f"rollout worker {worker_id} refused weights version {w.transfer_version}: {_cause(err)}"
+                )
+                raise WeightSyncError(f"{what}; it still serves version {w.served}") from err
+            report.confirmed[worker_id] = w.served
+        return report
 
-    def settle(self, worker_ids: Sequence[str] | None = None) -> dict[str, int]:
-        """Wait until the given workers (all by default) serve the latest version; returns what `poll` does."""
-        ids = list(self.workers) if worker_ids is None else list(worker_ids)
-        for worker_id in ids:
-            self.ready(worker_id)  # starts a push the worker still needs
-        return self.poll(wait=True)
+    def settle(self, worker_ids: Sequence[str]) -> SyncReport:
+        """Wait until the given idle workers serve the latest version (pushing to them as needed)."""
+        for worker_id in worker_ids:
+            self.ready(worker_id)
+        return self.poll(wait=True, worker_ids=worker_ids)
 
     def _start(self, worker_id: str, ref: Any, version: int) -> None:
         w = self.workers[worker_id]
-        w.transfer, w.transfer_version, w.started = ref, version, time.monotonic()
+        if w.transfer is None:  # a newer load queued behind an unconfirmed one keeps the older start time
+            w.started = time.monotonic()
+        w.transfer, w.transfer_version = ref, version
 
 
 class ObjectStoreSync(WeightSync):
@@ -415,55 +438,46 @@ class ObjectStoreSync(WeightSync):
     queued behind its current generation, so the driver never waits for it and a request sent later
     runs on the new weights."""
 
-    state: Any = None  # the ObjectRef of the latest state dict
+    state: Any = None  # ObjectRefs of the latest (version, state dict), from `Learner.weights`
 
     def attach(self, worker_id: str, handle: Any) -> int:
-
         self.workers[worker_id] = _Worker(handle)
         if self.state is None:  # nothing published yet: it serves the weights it loaded (version 0)
             return 0
-        self._start(worker_id, handle.load_weights.remote(self.version, self.state), self.version)
-        self.poll(wait=True)
+        self._start(worker_id, handle.load_weights.remote(*self.state), self.version)
+        self.poll(wait=True, worker_ids=[worker_id])
         return self.served(worker_id)
 
-    def publish(self) -> int:
-        import ray
-
-        version_ref, self.state = self.learner.weights.options(num_returns=2).remote()
-        self.version = ray.get(version_ref)
+    def publish(self, version: int) -> None:
+        # The learner's own version travels with its weights (Ray resolves both references in the worker).
+        self.state = tuple(self.learner.weights.options(num_returns=2).remote())
+        self.version = version
         for worker_id, w in self.workers.items():
-            # A worker keeps one load in flight at most: an older load still queued is superseded in order.
-            self._start(worker_id, w.handle.load_weights.remote(self.version, self.state), self.version)
-        return self.version
+            self._start(worker_id, w.handle.load_weights.remote(*self.state), version)
 
     def ready(self, worker_id: str) -> bool:
         return True
 
-    def reattach(self, learner: Any) -> None:
+    def reattach(self, learner: Any, version: int) -> None:
         self.learner = learner
-        self.publish()
+        self.publish(version)
 
 
 class PushSync(WeightSync):
-    """`nccl` and `ipc`: the learner pushes each version into an idle engine (`Learner.push_weights`);
-    `ready` starts the push when a worker that lags behind finishes its batch, and holds its next request
-    until the engine confirms."""
+    """`nccl` and `ipc`: the learner pushes each version into an idle engine (`Learner.push_weights`,
+    which runs beside its training steps); `ready` starts the push when a worker that lags behind has
+    finished its batch, and holds its next request until the engine confirms."""
 
     tensor_parallel_size: int = 1
 
     def attach(self, worker_id: str, handle: Any) -> int:
-        import ray
-
         self.workers[worker_id] = _Worker(handle, served=-1)
-        ray.get(self.learner.attach_engine.remote(worker_id, handle, self.tensor_parallel_size))
+        self._connect(worker_id)
         self.settle([worker_id])
         return self.served(worker_id)
 
-    def publish(self) -> int:
-        import ray
-
-        self.version = ray.get(self.learner.stats.remote())["version"]
-        return self.version
+    def publish(self, version: int) -> None:
+        self.version = version
 
     def ready(self, worker_id: str) -> bool:
         w = self.workers[worker_id]
@@ -478,15 +492,24 @@ class PushSync(WeightSync):
         if self.workers.pop(worker_id, None) is not None:
             self.learner.detach_engine.remote(worker_id)
 
-    def reattach(self, learner: Any) -> None:
-        import ray
-
-        self.learner = learner
-        self.publish()
+    def reattach(self, learner: Any, version: int) -> None:
+        self.learner, self.version = learner, version
         for worker_id, w in self.workers.items():
-            ray.get(learner.attach_engine.remote(worker_id, w.handle, self.tensor_parallel_size))
-            w.transfer, w.served = None, -1  # the new learner has not pushed anything to it
-        self.settle()
+            w.transfer, w.served = None, -1  # the new learner has pushed nothing to it yet
+            self._connect(worker_id)
+
+    def _connect(self, worker_id: str) -> None:
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        attach = self.learner.attach_engine.remote(worker_id, self.workers[worker_id].handle, self.tensor_parallel_size)
+        try:
+            ray.get(attach, timeout=self.timeout_s)
+        except GetTimeoutError as err:
+            raise WeightSyncError(
+                f"rollout worker {worker_id}: the learner could not connect to its engine within "
+                f"{self.timeout_s:.0f} s (pipeline.weight_sync_timeout_s)"
+            ) from err
 
 
 def make_sync(transport: str, learner: Any, timeout_s: float, tensor_parallel_size: int = 1) -> WeightSync:
@@ -498,6 +521,20 @@ def make_sync(transport: str, learner: Any, timeout_s: float, tensor_parallel_si
         sync.tensor_parallel_size = tensor_parallel_size
         return sync
     raise WeightTransportError(f"unknown weight transport {transport!r}; known: {', '.join(TRANSPORTS)}")
+
+
+def _alive(handle: Any) -> bool:
+    """Whether a worker answers (or is busy answering something else) within a few seconds."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    try:
+        ray.get(handle.state.remote(), timeout=5)
+    except GetTimeoutError:
+        return True
+    except RayActorError:
+        return False
+    return True
 
 
 def _cause(err: BaseException) -> str:

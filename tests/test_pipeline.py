@@ -210,8 +210,9 @@ def test_a_refused_weight_update_stops_the_run_naming_the_worker(ray_cluster, tm
         driver._add_workers(1)
         slot = next(iter(driver.workers.values()))
         driver._publish()  # the learner's own weights fit: the worker confirms the version
-        driver._check_loads(wait=True)
-        assert slot.version == driver.sync.version == ray.get(slot.handle.state.remote())["version"]
+        driver._check_loads([slot.worker_id])
+        served = ray.get(slot.handle.state.remote())["version"]
+        assert driver.sync.served(slot.worker_id) == driver.sync.version == served
 
         # A worker on the teacher's (larger) architecture joins: the published student weights do not fit.
         other = ray.remote(HFRolloutWorker).options(num_cpus=0).remote(

@@ -4,6 +4,8 @@ cluster with a real learner and real HF rollout workers; and the pairing rules o
 
 from __future__ import annotations
 
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,9 @@ import ray
 from paced_core.config import load_config
 from paced_core.tasks import get_template, synthetic_arithmetic
 from services.learner import Learner
-from services.records import ProblemRef, RolloutRequest
+from services.records import GradedRollout, ProblemRef, Rollout, RolloutRequest
 from services.rollout import HFRolloutWorker
+from services.store import open_store
 from services.weight_sync import (
     Location,
     WeightSyncError,
@@ -64,70 +67,160 @@ def test_fractional_gpus_on_one_ray_node_are_the_same_device(ray_cluster):
 
 @pytest.fixture(scope="module")
 def parts(ray_cluster, tmp_path_factory):
-    cfg = load_config(REPO / "configs" / "demo.yaml", ["rollout.max_new_tokens=4", "store.run_name=weight-sync"])
-    learner = ray.remote(Learner).options(num_cpus=0).remote(cfg, POOL, str(tmp_path_factory.mktemp("sync")))
+    overrides = ["rollout.max_new_tokens=4", "store.run_name=weight-sync", "schedule.loss.kind=reverse_kl"]
+    cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
+    learner = (
+        ray.remote(concurrency_groups={"weights": 1})(Learner)
+        .options(num_cpus=0, max_concurrency=1)
+        .remote(cfg, POOL, str(tmp_path_factory.mktemp("sync")))
+    )
     pool_ref = ray.put(POOL)
 
-    def worker(worker_id: str, rollout=cfg.rollout):
+    def worker(worker_id: str, model_path: str = cfg.student.path):
         return (
             ray.remote(HFRolloutWorker)
             .options(num_cpus=0)
-            .remote(
-                worker_id, cfg.student.path, rollout, pool_ref, get_template(cfg.data.template), dtype=cfg.student.dtype
-            )
+            .remote(worker_id, model_path, cfg.rollout, pool_ref, get_template(cfg.data.template))
         )
 
-    yield cfg, learner, worker
+    store = open_store(cfg.store)  # the run's embedded store lives as long as a handle to it does
+    yield cfg, learner, worker, store
     ray.kill(learner)
 
 
+def train_one_step(store, learner) -> int:
+    """One real reverse-KL step on a few queued rollouts; returns the learner's new version."""
+    graded = [
+        GradedRollout(
+            rollout=Rollout(
+                rollout_id=f"ws-{uuid.uuid4().hex}", problem=ProblemRef(index=i, id=p.id), prompt_ids=[1, 5, 6],
+                completion_ids=[7, 8, 9], text="", version=0, worker_id="student-0", created_at=time.time(),
+            ),
+            correct=True, extracted="", reason="exact",
+        )
+        for i, p in enumerate(POOL[:4])
+    ]  # fmt: skip
+    store.push_graded(graded)
+    metrics = ray.get(learner.train_step.remote(None, 2.0))
+    assert metrics["trained"]
+    return metrics["version"]
+
+
 def test_object_store_sync_confirms_each_version_without_waiting(parts):
-    _, learner, worker = parts
+    _, learner, worker, store = parts
     sync = make_sync("object_store", learner, timeout_s=120)
     handles = {w: worker(w) for w in ("student-1", "student-2")}
     assert [sync.attach(w, h) for w, h in handles.items()] == [0, 0]  # nothing published yet
     assert all(sync.ready(w) for w in handles)  # loads queue ahead of requests: never held back
-    version = sync.publish()
-    assert version == 0 and sync.poll(wait=True) == {"student-1": 0, "student-2": 0}
+    version = train_one_step(store, learner)
+    sync.publish(version)
+    assert sync.poll(wait=True).confirmed == {"student-1": version, "student-2": version}
+    assert [ray.get(h.state.remote())["version"] for h in handles.values()] == [version, version]
     # A worker that joins after a publish serves the published version before its first request.
     late = worker("student-3")
-    assert sync.attach("student-3", late) == version
-    assert sync.served("student-3") == version
+    assert sync.attach("student-3", late) == version >= 1
     sync.detach("student-3")
     assert "student-3" not in sync.workers
     for h in [*handles.values(), late]:
         ray.kill(h)
 
 
+def test_the_learner_publishes_beside_a_training_step(parts):
+    # A step that waits for rollouts (none come) does not hold back a publish: `weights` runs in the
+    # learner's own concurrency group.
+    _, learner, _, _ = parts
+    step = learner.train_step.remote(None, 20.0)
+    started = time.monotonic()
+    version_ref, _state = learner.weights.options(num_returns=2).remote()
+    ray.get(version_ref, timeout=10)
+    assert time.monotonic() - started < 10
+    assert not ray.wait([step], timeout=0)[0]  # the step is still waiting
+    ray.get(step)
+
+
 def test_a_transfer_stuck_behind_a_long_generation_times_out_naming_the_worker(parts):
-    _, learner, worker = parts
+    _, learner, worker, _ = parts
     slow = worker("student-9")
-    sync = make_sync("object_store", learner, timeout_s=0.2)
+    sync = make_sync("object_store", learner, timeout_s=0.5)
     sync.attach("student-9", slow)
     requests = [
         RolloutRequest(request_id=f"slow-{i}", problem=ProblemRef(index=i, id=p.id), n=200) for i, p in enumerate(POOL)
     ]
-    busy = slow.generate.remote(requests)  # 1,200 completions: the load below queues behind them
-    sync.publish()
-    with pytest.raises(WeightSyncError, match=r"rollout worker student-9 has not confirmed weights version 0 after"):
+    busy = slow.generate.remote(requests)  # 1,200 completions: the loads below queue behind them
+    sync.publish(7)
+    time.sleep(0.3)
+    sync.publish(8)  # a newer version does not restart the clock of the one still unconfirmed
+    with pytest.raises(WeightSyncError, match=r"rollout worker student-9 has not confirmed weights version 8 after"):
         sync.poll(wait=True)
     ray.kill(slow)
     del busy
 
 
 def test_a_refused_version_names_the_worker_and_what_it_still_serves(parts, tiny_models):
-    cfg, learner, _ = parts
-    # A worker on another architecture: the learner's names and shapes do not fit its model.
-    other = (
-        ray.remote(HFRolloutWorker)
-        .options(num_cpus=0)
-        .remote("student-7", tiny_models["student"], cfg.rollout, ray.put(POOL), get_template(cfg.data.template))
-    )
+    _, learner, worker, _ = parts
+    other = worker("student-7", tiny_models["student"])  # another architecture: the names and shapes do not fit
     sync = make_sync("object_store", learner, timeout_s=120)
     sync.attach("student-7", other)
-    sync.publish()
-    with pytest.raises(
-        WeightSyncError, match=r"rollout worker student-7 refused weights version 0: .*still serves version 0"
-    ):
+    sync.publish(1)
+    refused = r"rollout worker student-7 refused weights version 1: WeightMismatchError: .*still serves version 0"
+    with pytest.raises(WeightSyncError, match=refused):
         sync.poll(wait=True)
     ray.kill(other)
+
+
+@pytest.fixture
+def push(parts, tmp_path):
+    cfg, _, worker, store = parts
+
+    class CpuPushLearner(Learner):
+        """The real learner, its push done by the object-store load: the nccl and ipc senders need CUDA, and
+        this is what lets the driver half of a pushed transport (`PushSync`) run on the CPU. (Defined here:
+        Ray's workers cannot import a test module, so the class travels by value.)"""
+
+        @ray.method(concurrency_group="weights")
+        def attach_engine(self, worker_id: str, handle, engine_world_size: int = 1) -> None:
+            self.engines = {**getattr(self, "engines", {}), worker_id: handle}
+
+        @ray.method(concurrency_group="weights")
+        def detach_engine(self, worker_id: str) -> None:
+            self.engines.pop(worker_id, None)
+
+        @ray.method(concurrency_group="weights")
+        def push_weights(self, worker_id: str) -> int:
+            version, state = Learner.weights(self)
+            return ray.get(self.engines[worker_id].load_weights.remote(version, state))
+
+    learner = (
+        ray.remote(concurrency_groups={"weights": 1})(CpuPushLearner)
+        .options(num_cpus=0, max_concurrency=1)
+        .remote(cfg, POOL, str(tmp_path))
+    )
+    yield store, learner, worker
+    ray.kill(learner)
+
+
+def test_a_pushed_transport_holds_a_workers_requests_until_its_weights_are_in(push):
+    store, learner, worker = push
+    sync = make_sync("ipc", learner, timeout_s=120)
+    handle = worker("student-1")
+    assert sync.attach("student-1", handle) == 0 and sync.ready("student-1")
+    version = train_one_step(store, learner)
+    sync.publish(version)  # no learner or worker call: nothing to wait for
+    assert sync.served("student-1") == 0
+    assert not sync.ready("student-1")  # starts the push; the worker's next request waits for it
+    assert not sync.ready("student-1")  # still in flight: no second push
+    assert sync.poll(wait=True).confirmed == {"student-1": version}
+    assert sync.ready("student-1") and ray.get(handle.state.remote())["version"] == version
+    ray.kill(handle)
+
+
+def test_a_worker_that_dies_while_its_push_is_due_is_reported_dead(push):
+    store, learner, worker = push
+    sync = make_sync("ipc", learner, timeout_s=120)
+    handle = worker("student-2")
+    sync.attach("student-2", handle)
+    sync.publish(train_one_step(store, learner))
+    ray.kill(handle)
+    assert not sync.ready("student-2")
+    report = sync.poll(wait=True)
+    assert report.dead == ["student-2"] and report.confirmed == {}

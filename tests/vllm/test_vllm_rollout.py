@@ -183,3 +183,24 @@ def test_the_object_store_transport_refuses_an_engine_in_other_processes(smollm2
             "student-6", str(smollm2_dir), greedy_rollout, gsm8k_pool, get_template("gsm8k"),
             engine_args={"tensor_parallel_size": 2},
         )  # fmt: skip
+
+
+def test_the_pushed_senders_pieces_build_against_vllm():
+    # What PushSender hands vLLM's trainer engines, checked against vLLM 0.32's own classes on the CPU (the
+    # engines themselves need CUDA): the init infos it builds, and a weight source whose metadata agrees
+    # with what it yields, in the engines' dtype.
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
+    from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+    from services.weight_sync import cast_source
+
+    assert IPCTrainerInitInfo(rank=0).is_sender
+    assert NCCLTrainerInitInfo(master_address="127.0.0.1", master_port=1, world_size=2, rank=0).is_sender
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, vocab_size=40))  # fmt: skip
+    source = cast_source(model, torch.bfloat16)
+    sent = list(source)
+    assert [(m.name, m.dtype, m.shape) for m in source.metadata()] == [(n, t.dtype, tuple(t.shape)) for n, t in sent]
+    assert {t.dtype for _, t in sent} == {torch.bfloat16}
+    assert [n for n, _ in sent] == [n for n, _ in model.named_parameters()]
