@@ -267,6 +267,9 @@ class StoreConfig(Section):
     mode: Literal["rolling", "frozen"] = "rolling"
     frozen_k: Int = Field(default=8, ge=1)
     metrics_cap: Int = Field(default=100_000, ge=1)
+    # Redis only: how long every actor waits out an unreachable server (retrying with backoff) before the run
+    # stops; with AOF persistence the data is still there when it is back.
+    outage_s: Float = Field(default=60.0, ge=0.0)
 
     @field_validator("url")
     @classmethod

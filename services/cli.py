@@ -100,6 +100,7 @@ def run_command(argv: Sequence[str], prog: str = "python -m services.driver") ->
     from services.driver import Driver, PipelineError, cause_of, init_ray, preflight
     from services.models import ModelLoadError
     from services.store import StoreError
+    from services.verifiers import VerifierDied
 
     out = Path(args.out or Path("runs") / cfg.run.name)
     try:
@@ -110,7 +111,7 @@ def run_command(argv: Sequence[str], prog: str = "python -m services.driver") ->
             summary = driver.run()
         finally:
             driver.close()
-    except (TaskDataError, ModelLoadError, StoreError, PipelineError, FileNotFoundError) as err:
+    except (TaskDataError, ModelLoadError, StoreError, PipelineError, VerifierDied, FileNotFoundError) as err:
         print(f"paced: {err}", file=sys.stderr)
         return 1
     except RayError as err:

@@ -55,6 +55,7 @@ from services.scheduler import Scheduler
 from services.store import open_store
 from services.store.base import PassRateStore
 from services.verifier import Verifier
+from services.verifiers import VerifierPool
 from services.weight_sync import WeightSync, WeightSyncError, WeightTransportError, make_sync
 
 ROLE = "rollout"
@@ -159,19 +160,21 @@ class Driver:
 
     def _start_actors(self) -> None:
         cfg = self.cfg
-        verifier_cls = ray.remote(Verifier).options(**self.demand.of("verifier").options())
-        self.verifiers = [
-            verifier_cls.remote(cfg.verifier, cfg.store, self.pool.train) for _ in range(cfg.verifier.replicas)
-        ]
-        self._verifier_rr = 0
         self._pool_ref = ray.put(self.pool.train)
-        self._start_learner()  # while the verifiers start
+        self._start_learner()
         transport = cfg.rollout.vllm.weight_transport if cfg.rollout.backend == "vllm" else "object_store"
         self.sync: WeightSync = make_sync(
             transport, self.learner, cfg.pipeline.weight_sync_timeout_s, cfg.rollout.vllm.tensor_parallel_size
         )
-        for i, verifier in enumerate(self.verifiers, 1):
-            self._started(verifier, f"verifier {i}", "verifier", verifier.stats.remote())
+        self.verifiers = VerifierPool(self._start_verifier, cfg.verifier.replicas, log)
+
+    def _start_verifier(self, index: int) -> ActorHandle:
+        """Verifier `index` (0-based), started: its first call surfaces a failed start, naming it."""
+        cfg = self.cfg
+        verifier_cls = ray.remote(Verifier).options(**self.demand.of("verifier").options())
+        verifier = verifier_cls.remote(cfg.verifier, cfg.store, self.pool.train)
+        self._started(verifier, f"verifier {index + 1}", "verifier", verifier.stats.remote())
+        return verifier
 
     def _new_worker(self, role: str = "student") -> WorkerSlot:
         cfg = self.cfg
@@ -304,11 +307,6 @@ class Driver:
         """The worker's row on the dashboard: the version it serves and what it is doing."""
         self.store.set_worker_status(slot.worker_id, {"version": self.sync.served(slot.worker_id), "state": state})
 
-    def _grade(self, rollouts: list, queue: bool = True) -> Any:
-        verifier = self.verifiers[self._verifier_rr % len(self.verifiers)]
-        self._verifier_rr += 1
-        return verifier.grade.remote(rollouts, queue)
-
     def _absorb_grading(self, summary: dict[str, Any]) -> None:
         self.rollouts_graded += summary["queued"]  # what reached the learner's queue (warm-up is not queued)
         self.rollouts_recorded_only += summary["graded"] - summary["queued"]
@@ -338,12 +336,13 @@ class Driver:
             for ref in ready:
                 slot = pending_gen.pop(ref)
                 slot.busy = None
-                grading.append(self._grade(ray.get(ref), queue=False))  # seeds pass rates; not trained on
+                grading.append(self.verifiers.submit(ray.get(ref), queue=False))  # seeds pass rates; not trained on
                 done += 1
             if time.monotonic() - last_log > self.cfg.run.log_every_s:
                 log(f"{role} sampling: {done}/{done + len(chunks) + len(pending_gen)} batches")
                 last_log = time.monotonic()
-        for summary in ray.get(grading):
+        for ref in grading:
+            summary = self.verifiers.collect(ref)
             self._absorb_grading(summary)
             for key in totals:
                 totals[key] += summary[key]
@@ -364,7 +363,7 @@ class Driver:
         k = self.cfg.pipeline.eval_samples
         texts = ray.get(slot.handle.complete.remote(problems, k, self.cfg.pipeline.eval_temperature))
         repeated = [p for p in problems for _ in range(k)]
-        correct = ray.get(self.verifiers[0].grade_texts.remote(repeated, texts))
+        correct = self.verifiers.grade_texts(repeated, texts)
         by_group: dict[str, list[bool]] = {}
         for p, ok in zip(repeated, correct, strict=True):
             by_group.setdefault(group_of(p), []).append(ok)
@@ -515,6 +514,7 @@ class Driver:
             "trained_sequences_by_p": self.trained_by_p,
             "actor_restarts": self.restarts,
             "learner_restarts": self.learner_restarts,
+            "verifier_restarts": self.verifiers.restarts,
         }
         tmp = self.out / "summary.json.tmp"  # written whole, then renamed: never a truncated summary
         tmp.write_text(json.dumps(summary, indent=2))
@@ -647,18 +647,18 @@ class Driver:
                     except RayActorError as err:
                         self._replace_dead(slot, err)
                         continue
-                    grading.add(self._grade(rollouts))
+                    grading.add(self.verifiers.submit(rollouts))
                     self._status(slot, "idle")
                     if slot.retiring and not self.sync.transferring(slot.worker_id):
                         self._retire(slot)
                 else:
                     grading.discard(ref)
-                    self._absorb_grading(ray.get(ref))
+                    self._absorb_grading(self.verifiers.collect(ref))
             if time.monotonic() - last_log > cfg.run.log_every_s:
                 self._progress(last_metrics)
                 last_log = time.monotonic()
-        for summary in ray.get(list(grading)):
-            self._absorb_grading(summary)
+        for ref in grading:
+            self._absorb_grading(self.verifiers.collect(ref))
         self._progress(last_metrics)
 
     def _run_sync(self) -> None:
@@ -684,7 +684,7 @@ class Driver:
                 parts = [requests[i :: len(slots)] for i in range(len(slots))]
                 refs = [s.handle.generate.remote(p) for s, p in zip(slots, parts, strict=True) if p]
                 rollouts = [r for batch in ray.get(refs) for r in batch]
-                self._absorb_grading(ray.get(self._grade(rollouts)))
+                self._absorb_grading(self.verifiers.collect(self.verifiers.submit(rollouts)))
                 depth = self.store.queue_depth()
                 if not on_rollouts or depth["undelivered"] + depth["pending"] >= needed:
                     break
@@ -709,8 +709,8 @@ class Driver:
             self.dashboard.stop()
         for slot in list(self.workers.values()):
             ray.kill(slot.handle)
-        for v in getattr(self, "verifiers", []):
-            ray.kill(v)
+        if hasattr(self, "verifiers"):
+            self.verifiers.close()
         if hasattr(self, "learner"):
             ray.kill(self.learner)
 

@@ -81,11 +81,11 @@ class Verifier:
         self.reasons.update(v.reason for v in verdicts)
         student = [g for g in graded if g.rollout.role == "student"]
         teacher = [g for g in graded if g.rollout.role == "teacher"]
-        new = self.store.record_outcomes([Outcome.of(g) for g in student]) if student else 0
-        # Only rollouts drawn for training reach the learner; the rest estimated a pass rate.
+        # Only rollouts drawn for training reach the learner; the rest estimated a pass rate. Outcomes and
+        # queue entries go in one atomic write, which skips rollouts recorded before: a batch graded again
+        # after its verifier died counts nothing twice.
         trainable = [g for g in student if g.rollout.train] if queue else []
-        if trainable:
-            self.store.push_graded(trainable)
+        recorded = self.store.record_and_queue([Outcome.of(g) for g in student], trainable)
         kept_refs = 0
         by_problem: dict[str, list[dict]] = {}
         for g in teacher:
@@ -98,8 +98,9 @@ class Verifier:
             kept_refs += len(refs)
         return {
             "graded": len(graded),
+            # In the queue now, whichever write put them there (each exactly once).
             "queued": len(trainable),
-            "recorded": new,
+            "recorded": recorded.new,
             "correct": sum(g.correct for g in graded),
             "teacher_refs_kept": kept_refs,
             "problem_ids": sorted({g.rollout.problem.id for g in student}),

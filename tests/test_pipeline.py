@@ -157,6 +157,24 @@ def test_a_rollout_actor_killed_mid_run_is_replaced(ray_cluster, tmp_path, tiny_
     assert_every_graded_rollout_is_accounted_for(summary)
 
 
+def test_a_verifier_killed_mid_run_is_replaced_and_nothing_is_lost(ray_cluster, tmp_path, tiny_models):
+    cfg = small_config(tiny_models, "kill-verifier", steps=60, **{"learner.max_staleness": "1000"})
+    driver = Driver(cfg, tmp_path)
+    killed: list[int] = []
+
+    def kill_it() -> None:
+        _when(lambda: driver.counts["used"] >= 16)
+        pid = ray.get(driver.verifiers.actors[0].stats.remote())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    summary = run_while(driver, kill_it)
+    assert killed, "the verifier was never killed"
+    assert summary["steps"] == 60
+    assert summary["verifier_restarts"] >= 1
+    assert_every_graded_rollout_is_accounted_for(summary)
+
+
 def adam_steps(ckpt: Path) -> float:
     state = torch.load(ckpt / "trainer_state.pt", weights_only=True)["optimizer"]["state"]
     return float(next(iter(state.values()))["step"])

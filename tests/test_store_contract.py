@@ -215,6 +215,24 @@ def test_histogram_by_group_follows_registration_before_and_after_outcomes(backe
 # ---------------------------------------------------------------- graded-rollout queue
 
 
+def test_record_and_queue_queues_only_rollouts_whose_outcome_is_new(store: PassRateStore) -> None:
+    # A verifier replaced mid-batch grades the batch again: the second write records and queues nothing
+    # twice, and a rollout recorded on its own before is not queued later.
+    batch = [graded(f"r{i}") for i in range(4)]
+    outcomes = [Outcome.of(g) for g in batch]
+    store.record_outcomes(outcomes[:1])  # r0 already recorded (e.g. as a warm-up sample)
+    first = store.record_and_queue(outcomes, batch[:3])
+    assert first.new == 3 and len(first.entry_ids) == 2  # r1, r2 queued; r3 recorded, not queued
+    again = store.record_and_queue(outcomes, batch[:3])
+    assert again.new == 0 and again.entry_ids == []
+    pulled = store.pull_graded("learner", count=10)
+    assert [g.rollout.rollout_id for _, g in pulled] == ["r1", "r2"]
+    assert [e for e, _ in pulled] == first.entry_ids
+    assert store.estimates(["q"])[0].n == 4
+    assert [g.rollout.rollout_id for g in store.latest_rollouts("q")] == ["r2", "r1"]
+    assert store.record_and_queue([], batch).new == 0
+
+
 def test_pushed_rollouts_are_pulled_in_order_and_acked_away(store: PassRateStore) -> None:
     ids = store.push_graded([graded(f"r{i}") for i in range(5)])
     first = store.pull_graded("learner", count=3)

@@ -56,7 +56,7 @@ def open_store(cfg: StoreConfig, ray_actor_name: str | None = None, detached: bo
         raise StoreError("store.run_name is not set (a PacedConfig sets it to run.name)")
     settings = StoreSettings(cfg.window, cfg.prior_a, cfg.prior_b, cfg.mode, cfg.frozen_k, cfg.metrics_cap)
     if cfg.url is not None:
-        return RedisStore(cfg.url.get_secret_value(), cfg.run_name, **settings.to_dict())
+        return RedisStore(cfg.url.get_secret_value(), cfg.run_name, **settings.to_dict(), outage_s=cfg.outage_s)
 
     import ray  # only the embedded store needs Ray
 

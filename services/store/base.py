@@ -117,6 +117,14 @@ def check_run_name(run_name: str) -> str:
     return run_name
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What `PassRateStore.record_and_queue` wrote: how many outcomes were new, and the queue entries."""
+
+    new: int
+    entry_ids: list[str]
+
+
 class PassRateStore(ABC):
     """The interface every backend implements; see the module docstring for what it holds.
 
@@ -138,7 +146,6 @@ class PassRateStore(ABC):
     def settings(self) -> StoreSettings:
         """The settings this run's statistics are kept with."""
 
-    @abstractmethod
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> int:
         """Record a batch of outcomes, in order, atomically; return how many were new.
 
@@ -146,6 +153,14 @@ class PassRateStore(ABC):
         earlier batch) changes nothing. Updates each problem's window, its recorded counter and the
         histogram counters (global and its group's).
         """
+        return self.record_and_queue(outcomes).new
+
+    @abstractmethod
+    def record_and_queue(self, outcomes: Sequence[Outcome], queue: Sequence[GradedRollout] = ()) -> Recorded:
+        """`record_outcomes`, and in the same atomic write queue each graded rollout of `queue` whose
+        outcome is new in this call (as `push_graded`). A writer that dies leaves both or neither; one
+        that writes the same rollouts again (a verifier replaced mid-batch, its batch graded anew)
+        records and queues nothing twice."""
 
     @abstractmethod
     def register_problems(self, problem_ids: Sequence[str], groups: Sequence[str]) -> None:

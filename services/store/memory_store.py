@@ -26,6 +26,7 @@ from services.store.base import (
     HIST_BUCKETS,
     PassRateStore,
     ProblemHistory,
+    Recorded,
     StoreCorrupt,
     StoreSettings,
     bucket_of,
@@ -102,27 +103,33 @@ class MemoryStore(PassRateStore):
     def settings(self) -> StoreSettings:
         return self._settings
 
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> int:
+    def record_and_queue(self, outcomes: Sequence[Outcome], queue: Sequence[GradedRollout] = ()) -> Recorded:
+        with self._cond:  # one lock for both: atomic
+            fresh = self._record(outcomes)
+            entry_ids = self.push_graded([g for g in queue if g.rollout.rollout_id in fresh])
+        return Recorded(len(fresh), entry_ids)
+
+    def _record(self, outcomes: Sequence[Outcome]) -> set[str]:
+        """Record the outcomes whose rollout ids are new (the caller holds the lock); returns those ids."""
         capacity = self._settings.capacity
-        new = 0
-        with self._cond:
-            for o in outcomes:
-                if o.rollout_id in self._rollout_ids:
-                    continue
-                self._rollout_ids.add(o.rollout_id)
-                new += 1
-                prob = self._problems.get(o.problem_id)
-                if prob is None:
-                    prob = self._problems[o.problem_id] = _Problem(deque(maxlen=capacity))
-                prob.recorded += 1
-                if prob.frozen:
-                    continue
-                before = (prob.correct, len(prob.outcomes))
-                prob.outcomes.append((o.correct, o.version))
-                if self._settings.mode == "frozen" and len(prob.outcomes) >= self._settings.frozen_k:
-                    prob.frozen = True
-                self._move(self._groups.get(o.problem_id), before, (prob.correct, len(prob.outcomes)))
-        return new
+        fresh: set[str] = set()
+        for o in outcomes:
+            if o.rollout_id in self._rollout_ids:
+                continue
+            self._rollout_ids.add(o.rollout_id)
+            fresh.add(o.rollout_id)
+            prob = self._problems.get(o.problem_id)
+            if prob is None:
+                prob = self._problems[o.problem_id] = _Problem(deque(maxlen=capacity))
+            prob.recorded += 1
+            if prob.frozen:
+                continue
+            before = (prob.correct, len(prob.outcomes))
+            prob.outcomes.append((o.correct, o.version))
+            if self._settings.mode == "frozen" and len(prob.outcomes) >= self._settings.frozen_k:
+                prob.frozen = True
+            self._move(self._groups.get(o.problem_id), before, (prob.correct, len(prob.outcomes)))
+        return fresh
 
     def _move(self, group: str | None, before: tuple[int, int], after: tuple[int, int]) -> None:
         """Move a problem's histogram count from its (correct, n) `before` to `after` (n > 0 after)."""
@@ -385,8 +392,8 @@ class RayStoreClient(PassRateStore):
     def settings(self) -> StoreSettings:
         return self._get(self._actor.settings.remote())
 
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> int:
-        return self._get(self._actor.record_outcomes.remote(list(outcomes)))
+    def record_and_queue(self, outcomes: Sequence[Outcome], queue: Sequence[GradedRollout] = ()) -> Recorded:
+        return self._get(self._actor.record_and_queue.remote(list(outcomes), list(queue)))
 
     def register_problems(self, problem_ids: Sequence[str], groups: Sequence[str]) -> None:
         self._get(self._actor.register_problems.remote(list(problem_ids), list(groups)))

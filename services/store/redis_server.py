@@ -3,7 +3,8 @@
     with RedisServer() as server:
         store = RedisStore(server.url, run_name="demo")
 
-Nothing is persisted (`--save "" --appendonly no`); the server is stopped by its pid on exit.
+Nothing is persisted (`--save "" --appendonly no`) unless an AOF directory is given; the server is stopped
+by its pid on exit.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def free_port() -> int:
 class RedisServer:
     """Start `redis-server` (from PATH, or `executable`) on 127.0.0.1; `url` is its redis:// URL."""
 
-    def __init__(self, executable: str | None = None, start_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, executable: str | None = None, start_timeout_s: float = 10.0, aof_dir: str | None = None
+    ) -> None:
+        """`aof_dir`: persist with an append-only file there (`--appendonly yes`), so a server stopped and
+        started again keeps its data; started again, it listens on the same port."""
         found = executable or shutil.which("redis-server")
         if found is None:
             raise FileNotFoundError(
@@ -39,6 +44,7 @@ class RedisServer:
             )
         self.executable = found
         self.start_timeout_s = start_timeout_s
+        self.aof_dir = aof_dir
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -53,11 +59,11 @@ class RedisServer:
         """Start the server and wait until it answers PING; raise RuntimeError with its output if it does not."""
         if self._proc is not None:
             raise RuntimeError(f"RedisServer.start: already running on port {self.port}")
-        self.port = free_port()
+        self.port = self.port or free_port()
         # Output goes to a file, not a pipe (an unread pipe would stall a chatty server); stop() closes it.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115
-        args = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        args = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--daemonize", "no"]
+        args += ["--appendonly", "yes", "--dir", self.aof_dir] if self.aof_dir else ["--appendonly", "no"]
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
         deadline = time.monotonic() + self.start_timeout_s

@@ -43,6 +43,7 @@ from services.store.base import (
     MAX_BLOCK_MS,
     PassRateStore,
     ProblemHistory,
+    Recorded,
     StoreCorrupt,
     StoreError,
     StoreSettings,
@@ -50,6 +51,60 @@ from services.store.base import (
     check_run_name,
     empty_histogram,
 )
+
+
+class OutageRetry(Retry):
+    """Retry a command that lost the server (connection refused or reset, timeout) until `outage_s` have passed
+    since the server went away, backing off from 0.1 s to 2 s between tries, and say so: one line when it
+    becomes unreachable, one when it is back. Past `outage_s` the command raises `StoreUnavailable`, naming
+    the (masked) URL. A command sent again may have run once already: the store's writes are idempotent
+    where it matters (outcomes and their queue entries per rollout id, acks)."""
+
+    def __init__(self, url: str, outage_s: float) -> None:
+        super().__init__(ExponentialBackoff(cap=2.0, base=0.1), retries=-1)
+        self.url, self.outage_s = url, outage_s
+        self.down_since: float | None = None
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        self._backoff.reset()
+        failures = 0
+        while True:
+            try:
+                result = do()
+            except self._supported_errors as error:
+                if is_retryable and not is_retryable(error):
+                    raise
+                failures += 1
+                fail(error, failures) if with_failure_count else fail(error)
+                now = time.monotonic()
+                if self.down_since is None:
+                    self.down_since = now
+                    _say(f"store at {self.url} unreachable ({type(error).__name__}); the run waits for it, up to "
+                         f"{self.outage_s:g} s (store.outage_s)")  # fmt: skip
+                if now - self.down_since >= self.outage_s:
+                    raise StoreUnavailable(
+                        f"the pass-rate store at {self.url} has been unreachable for {now - self.down_since:.0f} s "
+                        f"(store.outage_s {self.outage_s:g}): {type(error).__name__}: {error}; the run's data is "
+                        f"in Redis as far as its persistence keeps it: start Redis again and rerun with --resume"
+                    ) from error
+                time.sleep(self._backoff.compute(failures))
+                continue
+            if self.down_since is not None:
+                _say(f"store at {self.url} is back after {time.monotonic() - self.down_since:.1f} s")
+                self.down_since = None
+            return result
+
+
+def _say(message: str) -> None:
+    """A line on the process's log, in the driver's format (actors' lines reach the driver's log through Ray)."""
+    print(f"[paced {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
 
 GROUP = "learners"
 SOCKET_TIMEOUT_S = MAX_BLOCK_MS / 1000 + 10  # a blocking read must not look like a dead server
@@ -79,9 +134,12 @@ local function ones(bits)
 end
 """
 
-# KEYS: rollout_ids, problems, hist, groups, hist_by_group
+# KEYS: rollout_ids, problems, hist, groups, hist_by_group, graded (the queue's stream)
 # ARGV: capacity, prior_a, prior_b, frozen mode (0/1),
-#       JSON [rollout_id, problem_id, correct ("0"/"1"), version (decimal string), ...]
+#       JSON [rollout_id, problem_id, correct ("0"/"1"), version (decimal string), ...],
+#       JSON [rollout_id, graded rollout JSON, ...] to queue when that outcome is new,
+#       recent-list cap, key prefix of the recent lists
+# Returns {new outcomes, then the queue entry ids}: both written in one script, so atomically.
 _RECORD = (
     _LUA_HELPERS
     + """
@@ -105,7 +163,7 @@ for j = 1, #rids do
     list[#list + 1] = flat[i + 2]; list[#list + 1] = flat[i + 3]
   end
 end
-if #new_rids == 0 then return 0 end
+if #new_rids == 0 then return {0} end
 local states = {}
 chunked('HMGET', KEYS[2], order, states)
 -- Every stored window is checked before the first write: a script's writes are not rolled back.
@@ -167,7 +225,16 @@ end
 chunked('HSET', KEYS[2], writes)
 for f, d in pairs(delta) do if d ~= 0 then redis.call('HINCRBY', KEYS[3], f, d) end end
 for f, d in pairs(gdelta) do if d ~= 0 then redis.call('HINCRBY', KEYS[5], f, d) end end
-return #new_rids
+local out = {#new_rids}
+local queue, cap, recent = cjson.decode(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+for i = 1, #queue, 3 do
+  if in_batch[queue[i]] then
+    out[#out + 1] = redis.call('XADD', KEYS[6], '*', 'r', queue[i + 1])
+    redis.call('LPUSH', recent .. queue[i + 2], queue[i + 1])
+    redis.call('LTRIM', recent .. queue[i + 2], 0, cap - 1)
+  end
+end
+return out
 """
 )
 
@@ -236,7 +303,9 @@ class RedisStore(PassRateStore):
         frozen_k: int = 8,
         metrics_cap: int = 100_000,
         recent_cap: int = 8,
+        outage_s: float = 60.0,
     ) -> None:
+        """`outage_s`: how long a command waits out an unreachable server (`OutageRetry`)."""
         super().__init__()
         self.run_name = check_run_name(run_name)
         self.url = mask_url(url)
@@ -260,7 +329,7 @@ class RedisStore(PassRateStore):
             decode_responses=True,
             socket_connect_timeout=2.0,
             socket_timeout=SOCKET_TIMEOUT_S,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry=OutageRetry(self.url, outage_s),
         )
         self._record = self._r.register_script(_RECORD)
         self._register = self._r.register_script(_REGISTER)
@@ -317,17 +386,26 @@ class RedisStore(PassRateStore):
     def settings(self) -> StoreSettings:
         return self._settings
 
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> int:
+    def record_and_queue(self, outcomes: Sequence[Outcome], queue: Sequence[GradedRollout] = ()) -> Recorded:
         if not outcomes:
-            return 0
+            return Recorded(0, [])
         s = self._settings
         flat: list[str] = []
         for o in outcomes:
             flat += (o.rollout_id, o.problem_id, "1" if o.correct else "0", str(o.version))
+        to_queue: list[str] = []
+        for g in queue:
+            to_queue += (g.rollout.rollout_id, g.to_json(), g.rollout.problem.id)
+        if to_queue:
+            self._ensure_group()
         # One JSON argument, not 4 per outcome: packing thousands of arguments costs more than the script.
-        args = [s.capacity, repr(float(s.prior_a)), repr(float(s.prior_b)), int(s.mode == "frozen"), json.dumps(flat)]
-        keys = [self._key(k) for k in ("rollout_ids", "problems", "hist", "groups", "hist_by_group")]
-        return int(self._run_script(self._record, keys, args))
+        args = [
+            s.capacity, repr(float(s.prior_a)), repr(float(s.prior_b)), int(s.mode == "frozen"), json.dumps(flat),
+            json.dumps(to_queue), s.recent_cap, self._key("recent:"),
+        ]  # fmt: skip
+        keys = [self._key(k) for k in ("rollout_ids", "problems", "hist", "groups", "hist_by_group", "graded")]
+        new, *entry_ids = self._run_script(self._record, keys, args)
+        return Recorded(int(new), list(entry_ids))
 
     def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """Run a registered script; a window it refused to parse is reported as `StoreCorrupt`."""
