@@ -45,7 +45,8 @@ from ray.exceptions import RayActorError
 from paced_core.config import PacedConfig
 from paced_core.schedule import LossSchedule
 from paced_core.tasks import get_template
-from services.learner import Learner, latest_checkpoint
+from services.learner import latest_checkpoint
+from services.learner_actor import learner_actor
 from services.models import check_model
 from services.placement import Demand, cluster_nodes, placement_problems, run_demand, start_report, vllm_version
 from services.pool import Pool, check_checker, group_of, load_eval_sets, load_pool
@@ -138,9 +139,7 @@ class Driver:
     def _start_learner(self) -> None:
         """Start the learner and wait until it answers (a model that fails to load surfaces here, naming it)."""
         # Training steps one at a time; publishing (`weights`, pushes) on a thread of its own beside them.
-        learner_cls = ray.remote(concurrency_groups={"weights": 1})(Learner).options(
-            **self.demand.of("learner").options(), max_concurrency=1
-        )
+        learner_cls = learner_actor(**self.demand.of("learner").options())
         self.learner = learner_cls.remote(self.cfg, self.pool.train, str(self.out))
         self._started(self.learner, "the learner", "learner", self.learner.stats.remote())
 

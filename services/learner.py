@@ -15,10 +15,10 @@ queued), so the loss is the plain mean of per-sequence token means; in `loss` mo
 is multiplied by w = kernel(c / n) of its problem (read from the store now; 0 for an unknown or stale
 problem) and normalised by the sum of weights (`paced_core.losses.reduce`).
 
-On Ray the learner runs its training steps one at a time, and its publishing calls (`weights`, and
-`attach_engine` / `push_weights` for the nccl and ipc transports) in a concurrency group of their own,
-`weights`, so that a publish never waits for a step; a lock keeps a publish from reading the weights in
-the middle of an optimizer step.
+On Ray (`services.learner_actor`) the learner runs its training steps one at a time, and its publishing
+calls (`weights`, and `attach_engine` / `push_weights` for the nccl and ipc transports) in a concurrency
+group of their own, so that a publish never waits for a step; a lock keeps a publish from reading the
+weights in the middle of an optimizer step.
 
 The student sees the problem's prompt; the teacher sees the same prompt or, with
 `teacher.privileged_context`, the prompt with the reference answer. Both score the same completion
@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import ray
 import torch
 from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -434,14 +433,13 @@ class Learner:
 
     # ------------------------------------------------------------------ weights and checkpoints
 
-    @ray.method(concurrency_group="weights")
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, CPU copy of the student's state dict in `student.dtype`, the samplers' dtype): what
         gets published to the samplers (float32 master weights of `bf16_mixed` are cast on the way).
 
         On Ray, call it with `num_returns=2`: the state dict then goes into the object store once, and
-        every rollout worker reads that one object. It runs in the actor's `weights` concurrency group, beside
-        a training step (which waits only while this copies).
+        every rollout worker reads that one object. On Ray it runs beside a training step
+        (`services.learner_actor`), which waits only while this copies.
         """
         dtype = getattr(torch, self.cfg.student.dtype)
         with self._weights_lock:
@@ -452,11 +450,12 @@ class Learner:
 
     # ------------------------------------------------------------------ pushed weights: nccl and ipc (GPU)
 
-    @ray.method(concurrency_group="weights")
     def attach_engine(self, worker_id: str, handle: Any, engine_world_size: int = 1) -> None:
         """`rollout.vllm.weight_transport` nccl or ipc: connect one rollout worker's engine to this learner's
         sender (`weight_sync.PushSender`), after checking that the transport can join the two devices
         (`weight_sync.check_pairing`: nccl needs separate GPUs, ipc the same one)."""
+        import ray
+
         from services.weight_sync import PushSender, check_pairing, location
 
         transport = self.cfg.rollout.vllm.weight_transport
@@ -465,12 +464,10 @@ class Learner:
             self._sender = PushSender(transport, self.student, getattr(torch, self.cfg.student.dtype))
         self._sender.attach(worker_id, handle, engine_world_size)
 
-    @ray.method(concurrency_group="weights")
     def detach_engine(self, worker_id: str) -> None:
         if self._sender is not None:
             self._sender.detach(worker_id)
 
-    @ray.method(concurrency_group="weights")
     def push_weights(self, worker_id: str) -> int:
         """Send the student's current weights to one attached, idle engine; returns the version it now
         serves. A worker that refuses the names or shapes is named in the error, before anything moved."""

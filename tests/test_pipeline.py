@@ -115,6 +115,20 @@ def _when(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.2)
 
 
+def sigkill_once_training(driver, stats) -> tuple:
+    """(action for `run_while`, pids killed): once the learner has used 16 rollouts, SIGKILL the actor whose
+    `stats()` (a dict with its "pid") is given."""
+    killed: list[int] = []
+
+    def kill() -> None:
+        _when(lambda: driver.counts["used"] >= 16)
+        pid = stats()["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    return kill, killed
+
+
 def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
     cfg = small_config(tiny_models, "scale", steps=400, **{"learner.max_staleness": "1000"})
     driver = Driver(cfg, tmp_path)
@@ -141,16 +155,10 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
 def test_a_rollout_actor_killed_mid_run_is_replaced(ray_cluster, tmp_path, tiny_models):
     cfg = small_config(tiny_models, "kill-rollout", steps=200, **{"learner.max_staleness": "1000"})
     driver = Driver(cfg, tmp_path)
-    killed: list[int] = []
-
-    def kill_one() -> None:
-        _when(lambda: driver.counts["used"] >= 16)
-        slot = next(iter(driver.workers.values()))
-        pid = ray.get(slot.handle.state.remote())["pid"]
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    summary = run_while(driver, kill_one)
+    kill, killed = sigkill_once_training(
+        driver, lambda: ray.get(next(iter(driver.workers.values())).handle.state.remote())
+    )
+    summary = run_while(driver, kill)
     assert killed, "the rollout actor was never killed"
     assert summary["steps"] == 200
     assert summary["actor_restarts"] >= 1
@@ -160,18 +168,36 @@ def test_a_rollout_actor_killed_mid_run_is_replaced(ray_cluster, tmp_path, tiny_
 def test_a_verifier_killed_mid_run_is_replaced_and_nothing_is_lost(ray_cluster, tmp_path, tiny_models):
     cfg = small_config(tiny_models, "kill-verifier", steps=60, **{"learner.max_staleness": "1000"})
     driver = Driver(cfg, tmp_path)
-    killed: list[int] = []
-
-    def kill_it() -> None:
-        _when(lambda: driver.counts["used"] >= 16)
-        pid = ray.get(driver.verifiers.actors[0].stats.remote())["pid"]
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    summary = run_while(driver, kill_it)
+    kill, killed = sigkill_once_training(driver, lambda: ray.get(driver.verifiers.actors[0].stats.remote()))
+    summary = run_while(driver, kill)
     assert killed, "the verifier was never killed"
     assert summary["steps"] == 60
     assert summary["verifier_restarts"] >= 1
+    assert_every_graded_rollout_is_accounted_for(summary)
+
+
+def test_a_redis_restart_mid_run_is_waited_out(ray_cluster, tmp_path, tiny_models):
+    """Redis (with AOF) stopped by its pid for 3 s mid-run: every actor's store client waits it out and the
+    run completes with every rollout accounted for."""
+    from services.store.redis_server import RedisServer
+
+    (tmp_path / "aof").mkdir()
+    with RedisServer(aof_dir=str(tmp_path / "aof")) as server:
+        cfg = small_config(tiny_models, "redis-restart", steps=40, redis_url=server.url,
+                           **{"learner.max_staleness": "1000"})  # fmt: skip
+        driver = Driver(cfg, tmp_path / "run")
+        restarted: list[float] = []
+
+        def restart() -> None:
+            _when(lambda: driver.counts["used"] >= 16)
+            server.stop()
+            time.sleep(3)
+            server.start()
+            restarted.append(time.monotonic())
+
+        summary = run_while(driver, restart)
+    assert restarted, "Redis was never restarted"
+    assert summary["steps"] == 40
     assert_every_graded_rollout_is_accounted_for(summary)
 
 
@@ -233,8 +259,10 @@ def test_a_refused_weight_update_stops_the_run_naming_the_worker(ray_cluster, tm
         assert driver.sync.served(slot.worker_id) == driver.sync.version == served
 
         # A worker on the teacher's (larger) architecture joins: the published student weights do not fit.
-        other = ray.remote(HFRolloutWorker).options(num_cpus=0).remote(
-            "student-99", tiny_models["teacher"], cfg.rollout, [], get_template(cfg.data.template)
+        other = (
+            ray.remote(HFRolloutWorker)
+            .options(num_cpus=0)
+            .remote("student-99", tiny_models["teacher"], cfg.rollout, [], get_template(cfg.data.template))
         )
         ray.get(other.state.remote())
         with pytest.raises(PipelineError) as refused:

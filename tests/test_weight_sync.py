@@ -14,6 +14,7 @@ import ray
 from paced_core.config import load_config
 from paced_core.tasks import get_template, synthetic_arithmetic
 from services.learner import Learner
+from services.learner_actor import LearnerActor, learner_actor
 from services.records import GradedRollout, ProblemRef, Rollout, RolloutRequest
 from services.rollout import HFRolloutWorker
 from services.store import open_store
@@ -69,11 +70,7 @@ def test_fractional_gpus_on_one_ray_node_are_the_same_device(ray_cluster):
 def parts(ray_cluster, tmp_path_factory):
     overrides = ["rollout.max_new_tokens=4", "store.run_name=weight-sync", "schedule.loss.kind=reverse_kl"]
     cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
-    learner = (
-        ray.remote(concurrency_groups={"weights": 1})(Learner)
-        .options(num_cpus=0, max_concurrency=1)
-        .remote(cfg, POOL, str(tmp_path_factory.mktemp("sync")))
-    )
+    learner = learner_actor(num_cpus=0).remote(cfg, POOL, str(tmp_path_factory.mktemp("sync")))
     pool_ref = ray.put(POOL)
 
     def worker(worker_id: str, model_path: str = cfg.student.path):
@@ -172,7 +169,7 @@ def test_a_refused_version_names_the_worker_and_what_it_still_serves(parts, tiny
 def push(parts, tmp_path):
     cfg, _, worker, store = parts
 
-    class CpuPushLearner(Learner):
+    class CpuPushLearner(LearnerActor):
         """The real learner, its push done by the object-store load: the nccl and ipc senders need CUDA, and
         this is what lets the driver half of a pushed transport (`PushSync`) run on the CPU. (Defined here:
         Ray's workers cannot import a test module, so the class travels by value.)"""
@@ -187,14 +184,10 @@ def push(parts, tmp_path):
 
         @ray.method(concurrency_group="weights")
         def push_weights(self, worker_id: str) -> int:
-            version, state = Learner.weights(self)
+            version, state = Learner.weights(self)  # the lock-taking copy, as a push would read
             return ray.get(self.engines[worker_id].load_weights.remote(version, state))
 
-    learner = (
-        ray.remote(concurrency_groups={"weights": 1})(CpuPushLearner)
-        .options(num_cpus=0, max_concurrency=1)
-        .remote(cfg, POOL, str(tmp_path))
-    )
+    learner = learner_actor(CpuPushLearner, num_cpus=0).remote(cfg, POOL, str(tmp_path))
     yield store, learner, worker
     ray.kill(learner)
 
