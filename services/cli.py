@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from paced_core.config import ConfigError, dump_config, load_config
+from services.store.base import STORE_HELP, STORE_URL_ENV
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("dashboard", help="serve the web dashboard of a run (paced dashboard --help)", add_help=False)
     scale = commands.add_parser("scale", help="set the desired number of rollout actors of a running run")
     scale.add_argument("--rollout", type=int, required=True, metavar="N", help="desired rollout replicas (>= 0)")
-    scale.add_argument("--store", default=None, help="Redis URL of the run's store (default: the embedded store)")
+    scale.add_argument("--store", default=os.environ.get(STORE_URL_ENV), help=STORE_HELP)
     scale.add_argument("--run", default="paced", help="run name (run.name in its config)")
     scale.add_argument("--address", default=None, help="Ray address when the run uses the embedded store")
     return parser

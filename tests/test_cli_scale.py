@@ -39,3 +39,18 @@ def test_scale_of_an_unknown_run_fails_naming_it(redis_url):
 def test_scale_rejects_a_negative_count(redis_url):
     proc = paced("scale", "--rollout", "-1", "--run", "x", "--store", redis_url)
     assert proc.returncode == 2 and "--rollout must be >= 0" in proc.stderr
+
+
+def test_scale_reads_the_store_url_from_the_environment(redis_url):
+    # PACED_STORE_URL keeps a Redis password off the command line.
+    run = f"scale-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis_url, run)
+    store.set_desired_replicas("rollout", 2)
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli", "scale", "--rollout", "5", "--run", run],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", "PACED_STORE_URL": redis_url},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "2 -> 5" in proc.stdout
+    assert store.desired_replicas("rollout") == 5

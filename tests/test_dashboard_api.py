@@ -413,6 +413,13 @@ def test_cli_refuses_a_run_that_is_not_in_the_store(redis_url: str, capsys) -> N
     assert "no run 'never-recorded'" in capsys.readouterr().err
 
 
+def test_cli_reads_the_store_url_from_the_environment(redis_url: str, capsys, monkeypatch) -> None:
+    # PACED_STORE_URL keeps a Redis password off the command line: the run is looked up in that Redis.
+    monkeypatch.setenv("PACED_STORE_URL", redis_url)
+    assert dashboard_main(["--run", "never-recorded", "--port", "0"]) == 1
+    assert "no run 'never-recorded' in the store at redis://127.0.0.1" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_cli_serves_a_recorded_run_until_interrupted(recorded, redis_url: str) -> None:
     store, _ = recorded

@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.dashboard.app import TOKEN_ENV, create_app
-from services.store.base import PassRateStore
+from services.store.base import STORE_HELP, STORE_URL_ENV, PassRateStore
 
 START_TIMEOUT_S = 15.0
 
@@ -146,7 +146,7 @@ def serve(
 
 def main(argv: Sequence[str] | None = None, prog: str = "paced dashboard") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Serve the web dashboard of a PACED run.")
-    parser.add_argument("--store", default=None, help="Redis URL of the run's store (default: the embedded store)")
+    parser.add_argument("--store", default=os.environ.get(STORE_URL_ENV), help=STORE_HELP)
     parser.add_argument("--run", default="paced", help="run name (run.name in its config)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (0: a free one)")

@@ -38,6 +38,12 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAX_BLOCK_MS = 20_000  # longest wait of one pull_graded; callers loop for longer
 
 
+STORE_URL_ENV = "PACED_STORE_URL"
+"""Where `paced dashboard` and `paced scale` read the store URL when `--store` is not given: the environment
+keeps a Redis password off the command line (and out of `ps`)."""
+STORE_HELP = f"Redis URL of the run's store (default: ${STORE_URL_ENV}, else the embedded store)"
+
+
 class StoreError(RuntimeError):
     """The store cannot do what was asked; the message says which run, key or URL, and what to do."""
 
