@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from paced_core.config import BuiltinData, DataConfig, DataSource, JsonlData, SyntheticData
 from paced_core.tasks import (
     Problem,
+    TaskDataError,
     builtin_dataset,
     load_jsonl,
     split_heldout,
@@ -41,7 +42,7 @@ def _load_all(sources: DataSource | list[DataSource], where: str) -> list[Proble
     for index, source in enumerate(sources):
         for problem in _load(source):
             if problem.id in seen:
-                raise ValueError(
+                raise TaskDataError(
                     f"{where}[{index}]: problem id {problem.id!r} is already in {where}[{seen[problem.id]}]"
                 )
             seen[problem.id] = index
@@ -62,7 +63,9 @@ def load_pool(cfg: DataConfig, seed: int = 0) -> Pool:
         train = train[: cfg.limit]
     overlap = {p.id for p in train} & {p.id for p in heldout}
     if overlap:
-        raise ValueError(f"data: {len(overlap)} problems are in both train and held-out, e.g. {sorted(overlap)[0]!r}")
+        raise TaskDataError(
+            f"data: {len(overlap)} problems are in both train and held-out, e.g. {sorted(overlap)[0]!r}"
+        )
     return Pool(train=train, heldout=heldout)
 
 
@@ -83,7 +86,7 @@ def check_checker(pool: Pool, eval_sets: Mapping[str, Sequence[Problem]], checke
     """Fail before the run when `verifier.checker` (`checker`) forces a checker that cannot grade a problem
     of the pool or of an evaluation set: "choice" needs a gold letter A-J, and "math" or "exact" would
     compare a multiple-choice problem's gold letter with the model's final answer. "auto" grades every
-    problem with its own checker and always fits. Raises `ValueError` naming the data section, the problem
+    problem with its own checker and always fits. Raises `TaskDataError` naming the data section, the problem
     id and `verifier.checker`."""
     if checker == "auto":
         return
@@ -92,13 +95,13 @@ def check_checker(pool: Pool, eval_sets: Mapping[str, Sequence[Problem]], checke
     for where, problems in sections.items():
         for problem in problems:
             if checker == "choice" and problem.answer not in CHOICE_LETTERS:
-                raise ValueError(
+                raise TaskDataError(
                     f"{where}: problem {problem.id!r} has answer {problem.answer!r}, not one letter A-J, so "
                     f"verifier.checker 'choice' cannot grade it; set verifier.checker to 'auto' (each problem's "
                     f"own checker, {problem.checker!r} here)"
                 )
             if checker != "choice" and problem.checker == "choice":
-                raise ValueError(
+                raise TaskDataError(
                     f"{where}: problem {problem.id!r} is multiple choice (gold letter {problem.answer!r}), so "
                     f"verifier.checker {checker!r} cannot grade it; set verifier.checker to 'auto' or 'choice'"
                 )

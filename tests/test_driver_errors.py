@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -53,3 +54,21 @@ def test_a_data_file_with_no_valid_rows_is_named(tmp_path, tiny_models):
     assert proc.returncode != 0
     assert str(data) in proc.stderr and "no problems" in proc.stderr, proc.stderr
     assert elapsed < 10
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--set", "data.train=[{type: synthetic, n: 20, seed: 1}, {type: synthetic, n: 20, seed: 1}]"],
+            r"paced: data.train\[1\]: problem id '.+' is already in data.train\[0\]",
+        ),
+        (["--set", "verifier.checker=choice"], r"paced: data.train: problem '.+' has answer '.+', not one letter A-J"),
+    ],
+    ids=["duplicate-ids", "checker-that-cannot-grade"],
+)
+def test_data_errors_are_one_paced_line_not_a_traceback(tmp_path, tiny_models, args, message):
+    proc, _ = paced_run(tmp_path, tiny_models, *args)
+    assert proc.returncode == 1
+    assert re.search(message, proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr
