@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from paced_core.embedded import resolve_model_path
@@ -39,6 +40,21 @@ def check_model(path: str, gguf_file: str | None = None, what: str = "student.pa
         AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{what}: cannot load a model config from {source!r}: {err}") from err
+    if Path(source).is_dir():
+        check_weight_files(Path(source), what)
+
+
+def check_weight_files(directory: Path, what: str) -> None:
+    """Open the header of every `*.safetensors` file in `directory` (no tensor is read): a truncated or
+    corrupt file is named now, not a minute later inside an actor."""
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ModelLoadError(
+                f"{what}: {path} is not a readable safetensors file ({err}); copy or download the model again"
+            ) from err
 
 
 def load_tokenizer(path: str, gguf_file: str | None = None, what: str = "student.path") -> PreTrainedTokenizerBase:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -72,3 +73,16 @@ def test_data_errors_are_one_paced_line_not_a_traceback(tmp_path, tiny_models, a
     assert proc.returncode == 1
     assert re.search(message, proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_corrupt_weights_file_is_named_before_any_actor_starts(tmp_path, tiny_models):
+    # A model.safetensors cut in half (an interrupted copy): preflight reads every weights file's header.
+    broken = tmp_path / "broken-student"
+    shutil.copytree(tiny_models["student"], broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    proc, elapsed = paced_run(tmp_path, {**tiny_models, "student": str(broken)})
+    assert proc.returncode == 1
+    assert f"paced: student.path: {weights} is not a readable safetensors file" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 10, f"took {elapsed:.1f} s"
