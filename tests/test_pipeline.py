@@ -152,27 +152,23 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
     assert_every_graded_rollout_is_accounted_for(summary)
 
 
-def test_a_rollout_actor_killed_mid_run_is_replaced(ray_cluster, tmp_path, tiny_models):
-    cfg = small_config(tiny_models, "kill-rollout", steps=200, **{"learner.max_staleness": "1000"})
-    driver = Driver(cfg, tmp_path)
-    kill, killed = sigkill_once_training(
-        driver, lambda: ray.get(next(iter(driver.workers.values())).handle.state.remote())
-    )
-    summary = run_while(driver, kill)
-    assert killed, "the rollout actor was never killed"
-    assert summary["steps"] == 200
-    assert summary["actor_restarts"] >= 1
-    assert_every_graded_rollout_is_accounted_for(summary)
+# Which actor to SIGKILL (its stats: a dict with its "pid"), the run's length, and the summary's restart count.
+KILLED_ACTORS = {
+    "rollout": (lambda d: ray.get(next(iter(d.workers.values())).handle.state.remote()), 200, "actor_restarts"),
+    "verifier": (lambda d: ray.get(d.verifiers.actors[0].stats.remote()), 60, "verifier_restarts"),
+}
 
 
-def test_a_verifier_killed_mid_run_is_replaced_and_nothing_is_lost(ray_cluster, tmp_path, tiny_models):
-    cfg = small_config(tiny_models, "kill-verifier", steps=60, **{"learner.max_staleness": "1000"})
+@pytest.mark.parametrize("actor", KILLED_ACTORS)
+def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_lost(ray_cluster, tmp_path, tiny_models, actor):
+    stats, steps, restarts = KILLED_ACTORS[actor]
+    cfg = small_config(tiny_models, f"kill-{actor}", steps=steps, **{"learner.max_staleness": "1000"})
     driver = Driver(cfg, tmp_path)
-    kill, killed = sigkill_once_training(driver, lambda: ray.get(driver.verifiers.actors[0].stats.remote()))
+    kill, killed = sigkill_once_training(driver, lambda: stats(driver))
     summary = run_while(driver, kill)
-    assert killed, "the verifier was never killed"
-    assert summary["steps"] == 60
-    assert summary["verifier_restarts"] >= 1
+    assert killed, f"the {actor} was never killed"
+    assert summary["steps"] == steps
+    assert summary[restarts] >= 1
     assert_every_graded_rollout_is_accounted_for(summary)
 
 
