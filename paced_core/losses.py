@@ -45,7 +45,7 @@ DEFAULT_CHUNK = 128
 # kernel(logp_s, logp_t, need_s, need_t) -> (value [C] | None, g_s [C, V] | None, g_t [C, V] | None).
 # Without gradients it returns the value; with them, only g_x = P_x * df/dP_x for each side asked for,
 # so that dL/dlogits_x = g_x - P_x * sum(g_x). Every returned g is a fresh tensor the caller may overwrite.
-Kernel = Callable[
+DivergenceKernel = Callable[
     [torch.Tensor, torch.Tensor, bool, bool],
     tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
 ]
@@ -82,7 +82,7 @@ def _log_mixture(logp_t: torch.Tensor, logp_s: torch.Tensor, beta: float) -> tor
     return torch.logaddexp(logp_t + math.log(beta), logp_s + math.log(1 - beta))
 
 
-def _jsd_kernel(beta: float) -> Kernel:
+def _jsd_kernel(beta: float) -> DivergenceKernel:
     def kernel(logp_s, logp_t, need_s, need_t):
         p_s, p_t = logp_s.exp(), logp_t.exp()
         logm = _log_mixture(logp_t, logp_s, beta)
@@ -121,7 +121,7 @@ def akl_ratios(logp_s: torch.Tensor, logp_t: torch.Tensor, mu: float) -> tuple[t
     return r_head, 1 - r_head
 
 
-def _akl_kernel(mu: float) -> Kernel:
+def _akl_kernel(mu: float) -> DivergenceKernel:
     def kernel(logp_s, logp_t, need_s, need_t):
         r_head, r_tail = akl_ratios(logp_s, logp_t, mu)
         fkl, fg_s, fg_t = _fkl_kernel(logp_s, logp_t, need_s, need_t)
@@ -301,7 +301,7 @@ class _ChunkedDivergence(torch.autograd.Function):
 
 
 def _divergence(
-    kernel: Kernel,
+    kernel: DivergenceKernel,
     student: Logits,
     teacher: Logits,
     mask: torch.Tensor | None,
@@ -377,7 +377,7 @@ def _check_mu(mu: float) -> None:
         raise ValueError(f"akl mu must lie in (0, 1]; got {mu}")
 
 
-def _kernel_for(kind: str, beta: float, mu: float) -> Kernel:
+def _kernel_for(kind: str, beta: float, mu: float) -> DivergenceKernel:
     if kind == "forward_kl":
         return _fkl_kernel
     if kind == "reverse_kl":

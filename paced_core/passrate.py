@@ -57,7 +57,7 @@ def estimate_of(outcomes: Sequence[tuple[bool, int]], prior_a: float, prior_b: f
     )
 
 
-def settings_problems(window: Any, prior_a: Any, prior_b: Any, mode: Any, frozen_k: Any) -> list[str]:
+def settings_errors(window: Any, prior_a: Any, prior_b: Any, mode: Any, frozen_k: Any) -> list[str]:
     """What is wrong with these estimator settings (empty when nothing is): window and frozen_k are
     integers >= 1 (not bools), the priors finite numbers >= 0, the mode "rolling" or "frozen"."""
     problems = []
@@ -89,7 +89,7 @@ class PassRateTracker:
         mode: Mode = "rolling",
         frozen_k: int = 8,
     ) -> None:
-        problems = settings_problems(window, prior_a, prior_b, mode, frozen_k)
+        problems = settings_errors(window, prior_a, prior_b, mode, frozen_k)
         if problems:
             raise ValueError("invalid pass-rate settings: " + "; ".join(problems))
         self.window = window if mode == "rolling" else frozen_k

@@ -9,7 +9,27 @@ stages must run: the switch must fall in 1 .. total_steps - 1.
 
 from __future__ import annotations
 
-from paced_core.config import ConstantSchedule, LossSpec, ScheduleSpec, TwoStageSchedule
+import math
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the schema validates a two-stage schedule with `switch_at`, so it imports this module
+    from paced_core.config import LossSpec, ScheduleSpec, TwoStageSchedule
+
+
+def switch_at(spec: TwoStageSchedule, total_steps: int) -> int:
+    """The first step of the second stage in a run of `total_steps`: `spec.switch_step`, or
+    floor(Fraction(`spec.switch_fraction`) * total_steps). ValueError when a stage would not run."""
+    if spec.switch_step is not None:
+        switch, what = spec.switch_step, f"{spec.switch_step}"
+    else:
+        switch = math.floor(Fraction(repr(spec.switch_fraction)) * total_steps)
+        what = f"{spec.switch_fraction} of {total_steps} steps (step {switch})"
+    if switch < 1:
+        raise ValueError(f"{what} switches before the first step: the first stage never runs")
+    if switch >= total_steps:
+        raise ValueError(f"{what} must be below learner.steps ({total_steps}), or the second stage never runs")
+    return switch
 
 
 class LossSchedule:
@@ -20,9 +40,7 @@ class LossSchedule:
             raise ValueError(f"a schedule needs total_steps >= 1; got {total_steps}")
         self.spec = spec
         self.total_steps = total_steps
-        self.switch_step: int | None = None
-        if isinstance(spec, TwoStageSchedule):
-            self.switch_step = spec.switch_at(total_steps)
+        self.switch_step = switch_at(spec, total_steps) if spec.type == "two_stage" else None
 
     def stage(self, step: int) -> int:
         """0 for the first (or only) stage, 1 after the switch."""
@@ -32,13 +50,10 @@ class LossSchedule:
 
     def loss_at(self, step: int) -> LossSpec:
         stage = self.stage(step)
-        if isinstance(self.spec, ConstantSchedule):
+        if self.spec.type == "constant":
             return self.spec.loss
         return self.spec.second if stage else self.spec.first
 
     def needs_teacher_refs(self) -> bool:
         """Whether a stage trains on teacher references (the driver then generates them before training)."""
         return any(self.loss_at(step).sequences == "teacher" for step in (0, self.total_steps - 1))
-
-    def state_dict(self) -> dict[str, int | None]:
-        return {"total_steps": self.total_steps, "switch_step": self.switch_step}

@@ -109,6 +109,15 @@ def training_weights(
     return w, rate
 
 
+def is_fresh(versions: np.ndarray, policy_version: int, stale_after_versions: int | None) -> np.ndarray:
+    """Whether estimates whose newest outcome came from policy `versions` are recent enough to train on:
+    version >= policy_version - stale_after_versions. `None`: estimates never go stale (frozen ones)."""
+    versions = np.asarray(versions, dtype=np.int64)
+    if stale_after_versions is None:
+        return np.ones(versions.shape, dtype=bool)
+    return versions >= policy_version - stale_after_versions
+
+
 def sampling_weight(w: Rates, floor: float) -> Rates:
     """Weight for drawing rollouts of a known problem: w where w > 0, else `floor`, so p in {0, 1}
     problems stay re-estimable while the draw among the others stays exactly in proportion to w.

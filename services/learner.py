@@ -57,7 +57,7 @@ from paced_core.losses import (
 )
 from paced_core.schedule import LossSchedule
 from paced_core.tasks import Problem, get_template
-from paced_core.weighting import training_weights
+from paced_core.weighting import is_fresh, training_weights
 from services.models import load_model, load_tokenizer, pick_device
 from services.records import GradedRollout, ProblemRef
 from services.rollout import encode_prompt
@@ -356,12 +356,10 @@ class Learner:
         (`paced_core.weighting.training_weights`): an unknown or stale problem has weight 0."""
         ests = self.store.estimates(problem_ids)
         sc = self.cfg.scheduler
-        versions = np.array([e.version for e in ests])
-        fresh = versions >= self.version - sc.stale_after_versions
-        if self.cfg.store.mode == "frozen":  # frozen estimates never go stale
-            fresh[:] = True
+        stale_after = None if self.cfg.store.mode == "frozen" else sc.stale_after_versions
+        recent = is_fresh(np.array([e.version for e in ests]), self.version, stale_after)
         return training_weights(
-            self.kernel, np.array([e.correct for e in ests]), np.array([e.n for e in ests]), sc.min_outcomes, fresh
+            self.kernel, np.array([e.correct for e in ests]), np.array([e.n for e in ests]), sc.min_outcomes, recent
         )
 
     # ------------------------------------------------------------------ training

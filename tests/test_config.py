@@ -421,7 +421,7 @@ def test_values_of_unknown_keys_are_masked_and_the_list_of_problems_is_capped(tm
     assert len(listed) == 51 and listed[-1] == "... and 30 more"
 
 
-def test_shown_config_leaves_the_derived_store_name_out(tmp_path, capsys):
+def test_shown_config_leaves_the_derived_store_name_out(tmp_path):
     shown = dump_config(load_config(write(tmp_path, MINIMAL)))
     reloaded = load_config(write(tmp_path, shown), ["run.name=other"])
     assert reloaded.store.run_name == "other"

@@ -24,7 +24,6 @@ def test_two_stage_switches_at_a_fraction_of_the_run():
     sched = LossSchedule(TwoStageSchedule(first=ReverseKL(), second=ForwardKL(), switch_fraction=0.25), total_steps=10)
     assert sched.switch_step == 2
     assert sched.loss_at(1).kind == "reverse_kl" and sched.loss_at(2).kind == "forward_kl"
-    assert sched.state_dict() == {"total_steps": 10, "switch_step": 2}
 
 
 def test_bad_steps_are_rejected():

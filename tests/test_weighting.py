@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from paced_core.weighting import beta_kernel, hard, sampling_weight, training_weights, uniform
+from paced_core.weighting import beta_kernel, hard, is_fresh, sampling_weight, training_weights, uniform
 
 
 def test_default_beta_kernel_is_p_times_one_minus_p():
@@ -94,6 +94,12 @@ def test_training_weights_take_the_empirical_rate_and_zero_unknown_problems():
     np.testing.assert_array_equal(w, [0.0, 0.0, 0.0, 0.0, 0.0])  # a stale estimate is unknown too
     with pytest.raises(ValueError, match="min_outcomes"):
         training_weights(beta_kernel, correct, n, min_outcomes=0)
+
+
+def test_an_estimate_older_than_stale_after_versions_is_not_fresh_unless_frozen():
+    versions = np.array([-1, 4, 5, 10])
+    np.testing.assert_array_equal(is_fresh(versions, policy_version=10, stale_after_versions=5), [0, 0, 1, 1])
+    assert is_fresh(versions, policy_version=10, stale_after_versions=None).all()  # frozen: never stale
 
 
 def test_uniform_trains_on_unknown_problems_too():

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from paced_core.passrate import Estimate, estimate_of, p_hat, settings_problems
+from paced_core.passrate import Estimate, estimate_of, p_hat, settings_errors
 from services.records import GradedRollout, Outcome
 
 HIST_BUCKETS = 20
@@ -81,7 +81,7 @@ class StoreSettings:
     recent_cap: int = 8
 
     def __post_init__(self) -> None:
-        problems = settings_problems(self.window, self.prior_a, self.prior_b, self.mode, self.frozen_k)
+        problems = settings_errors(self.window, self.prior_a, self.prior_b, self.mode, self.frozen_k)
         if self.metrics_cap < 1:
             problems.append(f"metrics_cap must be >= 1; got {self.metrics_cap}")
         if self.recent_cap < 1:
