@@ -2,113 +2,38 @@
 
     app = create_app(store, run_name="demo", token=os.environ.get("PACED_DASHBOARD_TOKEN"))
 
-Read endpoints (GET, JSON, schema at /openapi.json) answer from the store's counters and single-key
-reads plus the in-memory `RunView` (see view.py); none scans the store:
-
-    /api/run                  run info, store settings, kernel, latest step, desired replicas, paused, queue
-    /api/summary              the numbers the page's header shows (also what /api/stream sends)
-    /api/histogram            pass-rate histogram now, w(p) over it, learnability mass sum w(p_hat)
-    /api/histogram/history    snapshots per learner step (the heatmap)
-    /api/trained              pass rates the learner trained on (newest steps) vs the pool; loss per bucket
-    /api/groups               the histogram of each group (difficulty level, subject)
-    /api/series               per step: loss, tokens/s, idle, staleness, ...; held-out evals
-    /api/workers              rollout workers' last statuses
-    /api/problems?bucket=B    problems in a bucket (from an index the poll builds)
-    /api/problems/{id}        one problem's window and latest graded rollouts (404 if it has none)
-    /api/stream               server-sent events: one `summary` event every `interval` seconds
-
-Control endpoints (POST) need `Authorization: Bearer <token>`: 401 without it or with a wrong one, 403
-when the dashboard was started without a token (control is then off), 400 / 422 for a bad body (nothing
-is written):
-
-    /api/control/scale  {"rollout": N}      the desired rollout replica count the driver reconciles to
-    /api/control/pause, /api/control/resume
+reads.py has the read endpoints (GET), control.py the control ones (POST, bearer token), guard.py the
+layer in front of both: security headers on every answer, the token checked before a control body is
+read, bodies capped at 64 KB. Errors are JSON `{"detail": ...}`: 503 when the store cannot be reached,
+422 naming the field that is wrong (never echoing what was sent).
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import numpy as np
 import redis
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import TypeAdapter
-from starlette.concurrency import run_in_threadpool
 
-from paced_core.config import KernelSpec
-from paced_core.weighting import Kernel
 from services.dashboard import schema
-from services.dashboard.view import RunView, StepPoint, finite, json_safe
-from services.store.base import HIST_BUCKETS, HIST_EDGES, PassRateStore, StoreError, StoreUnavailable, bucket_of
+from services.dashboard.control import add_control
+from services.dashboard.guard import Guard
+from services.dashboard.reads import add_reads
+from services.dashboard.view import RunView
+from services.store.base import PassRateStore, StoreError, StoreUnavailable
 
-ROLE = "rollout"  # the role whose replicas the driver reconciles (services.driver.ROLE)
 STATIC = Path(__file__).with_name("static")
-CENTERS = [(HIST_EDGES[i] + HIST_EDGES[i + 1]) / 2 for i in range(HIST_BUCKETS)]
-CURVE_P = [i / 100 for i in range(101)]
-TOKEN_ENV = "PACED_DASHBOARD_TOKEN"
-NO_TOKEN = (
-    "control endpoints are off: this dashboard was started without a token. Set one in the environment "
-    f"variable {TOKEN_ENV} (or dashboard.token / dashboard.token_env in the run config) and restart the dashboard"
-)
-
-_kernel_spec: TypeAdapter[Any] = TypeAdapter(KernelSpec)
-# At module level: FastAPI resolves the (string) annotations of endpoints and dependencies in this
-# module's globals.
-BEARER = HTTPBearer(auto_error=False, description=f"the dashboard token ({TOKEN_ENV})")
+LOC_CHARS = 64
 
 
-def _kernel(info: dict[str, Any] | None) -> tuple[Kernel, schema.KernelOut]:
-    """The run's kernel from `info["kernel"]` (validated like the config), else the default beta(1, 1)."""
-    raw = (info or {}).get("kernel")
-    source = "run" if raw is not None else "default"
-    spec = _kernel_spec.validate_python(raw if raw is not None else {"type": "beta"})
-    a, b = getattr(spec, "a", None), getattr(spec, "b", None)
-    if spec.type == "beta":
-        terms = [t if e == 1 else f"{t}^{e:g}" for t, e in (("p", a), ("(1-p)", b)) if e != 0]
-        formula = " ".join(terms) or "1"
-    else:
-        formula = {"uniform": "1", "hard": "1 if 0 < p < 1, else 0"}[spec.type]
-    return spec.build(), schema.KernelOut(type=spec.type, a=a, b=b, formula=formula, source=source)
-
-
-def _mass(kernel: Kernel, counts: list[int]) -> tuple[list[float], float]:
-    weights = [float(w) for w in kernel(np.array(CENTERS))]
-    return weights, float(sum(c * w for c, w in zip(counts, weights, strict=True)))
-
-
-def _thin(n: int, max_points: int) -> list[int]:
-    """At most `max_points` evenly spaced indices of range(n), always with the last one."""
-    if n <= max_points:
-        return list(range(n))
-    stride = n / max_points
-    return sorted({min(n - 1, round(i * stride)) for i in range(max_points)} | {n - 1})
-
-
-def _rollout_rate(steps: list[StepPoint], i: int) -> float | None:
-    """Rollout tokens/s between step i-1 and step i, from their cumulative `rollout_tokens` and times."""
-    if i == 0:
-        return None
-    a, b = steps[i - 1], steps[i]
-    if a.rollout_tokens is None or b.rollout_tokens is None or a.time is None or b.time is None or b.time <= a.time:
-        return None
-    return (b.rollout_tokens - a.rollout_tokens) / (b.time - a.time)
-
-
-def _mean_p(counts: list[int], seen: int) -> float | None:
-    return sum(c * x for c, x in zip(counts, CENTERS, strict=True)) / seen if seen else None
-
-
-def _ratio(num: float | None, den: float | None) -> float | None:
-    return num / den if num is not None and den else None
+def cut(part: str | int) -> str | int:
+    return part[:LOC_CHARS] + "..." if isinstance(part, str) and len(part) > LOC_CHARS else part
 
 
 def create_app(
@@ -162,312 +87,20 @@ def create_app(
             status_code=503,
         )
 
-    def require_token(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> None:
-        if token is None:
-            raise HTTPException(403, NO_TOKEN)
-        given = credentials.credentials if credentials is not None else ""
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(
-                401,
-                "missing or wrong token: send the header 'Authorization: Bearer <token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer repeats each bad value ("input"); a client needs only where and why. A
+        # location can be a key the client made up: cut to LOC_CHARS.
+        detail = [{"loc": [cut(part) for part in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in err.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
-    # ------------------------------------------------------------------ reads
-
-    def read_summary() -> schema.SummaryOut:
-        info = store.run_info()
-        kernel, _ = _kernel(info)
-        hist = store.histogram()
-        _, mass = _mass(kernel, hist["counts"])
-        evals = view.read_evals()
-        return schema.SummaryOut(
-            run_name=run_name,
-            time=time.time(),
-            step=view.latest_step,
-            steps_total=(info or {}).get("steps"),
-            pool=(info or {}).get("pool"),
-            seen=hist["seen"],
-            counts=hist["counts"],
-            mass=mass,
-            mean_w=_ratio(mass, hist["seen"]),
-            paused=store.paused(),
-            desired_rollout=store.desired_replicas(ROLE),
-            workers=len(store.worker_statuses()),
-            queue=schema.QueueOut(**store.queue_depth()),
-            accuracy=evals[-1].accuracy if evals else None,
-            error=view.error,
-        )
-
-    @app.get("/api/run", response_model=schema.RunOut, responses=errors, tags=["read"])
-    def run() -> schema.RunOut:
-        info = store.run_info()
-        _, kernel = _kernel(info)
-        return schema.RunOut(
-            run_name=run_name,
-            info=json_safe(info) if info is not None else None,
-            settings=store.settings().to_dict(),
-            kernel=kernel,
-            step=view.latest_step,
-            steps_total=(info or {}).get("steps"),
-            desired_rollout=store.desired_replicas(ROLE),
-            paused=store.paused(),
-            queue=schema.QueueOut(**store.queue_depth()),
-            control_enabled=token is not None,
-            refreshed_at=view.refreshed_at,
-            error=view.error,
-        )
-
-    @app.get("/api/summary", response_model=schema.SummaryOut, responses=errors, tags=["read"])
-    def summary() -> schema.SummaryOut:
-        return read_summary()
-
-    @app.get("/api/histogram", response_model=schema.HistogramOut, responses=errors, tags=["read"])
-    def histogram() -> schema.HistogramOut:
-        kernel, kernel_out = _kernel(store.run_info())
-        hist = store.histogram()
-        weights, mass = _mass(kernel, hist["counts"])
-        return schema.HistogramOut(
-            edges=hist["edges"],
-            counts=hist["counts"],
-            seen=hist["seen"],
-            centers=CENTERS,
-            weights=weights,
-            curve_p=CURVE_P,
-            curve_w=[float(w) for w in kernel(np.array(CURVE_P))],
-            mass=mass,
-            mean_w=_ratio(mass, hist["seen"]),
-            kernel=kernel_out,
-        )
-
-    @app.get("/api/histogram/history", response_model=schema.HistoryOut, tags=["read"])
-    def histogram_history(
-        max_points: Annotated[int, Query(ge=1, le=5000, description="most snapshots returned")] = 500,
-    ) -> schema.HistoryOut:
-        snaps = view.read_snapshots()
-        picked = [snaps[i] for i in _thin(len(snaps), max_points)]
-        return schema.HistoryOut(
-            edges=HIST_EDGES,
-            steps=[s.step for s in picked],
-            times=[s.time for s in picked],
-            counts=[s.counts for s in picked],
-            seen=[s.seen for s in picked],
-        )
-
-    @app.get("/api/trained", response_model=schema.TrainedOut, responses=errors, tags=["read"])
-    def trained() -> schema.TrainedOut:
-        bins = view.read_trained()
-        counts = [sum(b.counts[i] for b in bins) for i in range(HIST_BUCKETS)]
-        loss_sum = [sum(b.loss_sum[i] for b in bins) for i in range(HIST_BUCKETS)]
-        loss_n = [sum(b.loss_n[i] for b in bins) for i in range(HIST_BUCKETS)]
-        pool = store.histogram()
-        total = sum(counts)
-        return schema.TrainedOut(
-            edges=HIST_EDGES,
-            window_steps=len(bins),
-            first_step=bins[0].step if bins else None,
-            last_step=bins[-1].step if bins else None,
-            sequences=total,
-            trained_counts=counts,
-            trained_fraction=[c / total if total else 0.0 for c in counts],
-            pool_counts=pool["counts"],
-            pool_fraction=[c / pool["seen"] if pool["seen"] else 0.0 for c in pool["counts"]],
-            loss_mean=[s / n if n else None for s, n in zip(loss_sum, loss_n, strict=True)],
-            loss_count=loss_n,
-            loss_kinds=sorted({b.loss_kind for b in bins if b.loss_kind}),
-        )
-
-    @app.get("/api/groups", response_model=schema.GroupsOut, responses=errors, tags=["read"])
-    def groups() -> schema.GroupsOut:
-        return schema.GroupsOut(
-            edges=HIST_EDGES,
-            groups=[
-                schema.GroupOut(name=name, counts=h["counts"], seen=h["seen"], mean_p=_mean_p(h["counts"], h["seen"]))
-                for name, h in sorted(store.histogram_by_group().items())
-            ],
-        )
-
-    @app.get("/api/series", response_model=schema.SeriesOut, tags=["read"])
-    def series(
-        max_points: Annotated[int, Query(ge=1, le=5000, description="most steps returned")] = 1000,
-    ) -> schema.SeriesOut:
-        steps = view.read_steps()
-        picked = _thin(len(steps), max_points)
-        pts = [steps[i] for i in picked]
-        busy = [None if p.waited_s is None or p.step_s is None else p.waited_s + p.step_s for p in pts]
-        return schema.SeriesOut(
-            step=[p.step for p in pts],
-            time=[p.time for p in pts],
-            loss=[p.loss for p in pts],
-            loss_kind=[p.loss_kind for p in pts],
-            learner_tokens_per_s=[_ratio(p.tokens, w) for p, w in zip(pts, busy, strict=True)],
-            learner_idle=[_ratio(p.waited_s, w) for p, w in zip(pts, busy, strict=True)],
-            rollout_tokens_per_s=[_rollout_rate(steps, i) for i in picked],
-            rollout_idle=[p.rollout_idle for p in pts],
-            staleness=[p.staleness for p in pts],
-            workers=[p.workers for p in pts],
-            lr=[p.lr for p in pts],
-            grad_norm=[p.grad_norm for p in pts],
-            evals=[schema.EvalOut(**e.__dict__) for e in view.read_evals()],
-        )
-
-    @app.get("/api/workers", response_model=schema.WorkersOut, responses=errors, tags=["read"])
-    def workers() -> schema.WorkersOut:
-        now = time.time()
-        out = []
-        for wid, status in sorted(store.worker_statuses().items()):
-            last_seen = finite(status.get("last_seen"))
-            version = status.get("version")
-            state = status.get("state")
-            out.append(
-                schema.WorkerOut(
-                    id=wid,
-                    version=version if isinstance(version, int) and not isinstance(version, bool) else None,
-                    state=state if isinstance(state, str) else None,
-                    last_seen=last_seen,
-                    age_s=now - last_seen if last_seen is not None else None,
-                    tokens_per_s=finite(status.get("tokens_per_s")),
-                )
-            )
-        return schema.WorkersOut(desired_rollout=store.desired_replicas(ROLE), workers=out)
-
-    @app.get("/api/problems", response_model=schema.ProblemListOut, tags=["read"])
-    def problems(
-        bucket: Annotated[int, Query(ge=0, lt=HIST_BUCKETS, description="histogram bucket 0..19")],
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    ) -> schema.ProblemListOut:
-        view.want_index()
-        index = view.read_index()
-        return schema.ProblemListOut(
-            bucket=bucket,
-            indexed_at=index.built_at,
-            problems=[
-                schema.ProblemEntry(id=pid, p_hat=p, n=n, version=v) for pid, p, n, v in index.buckets[bucket][:limit]
-            ],
-        )
-
-    @app.get(
-        "/api/problems/{problem_id}",
-        response_model=schema.ProblemOut,
-        responses={404: {"model": schema.ErrorOut, "description": "no outcome or rollout of that id"}, **errors},
-        tags=["read"],
-    )
-    def problem(
-        problem_id: str,
-        rollouts: Annotated[int, Query(ge=1, le=64, description="latest graded rollouts returned")] = 8,
-    ) -> schema.ProblemOut:
-        history = store.problem_history(problem_id)
-        latest = store.latest_rollouts(problem_id, rollouts)
-        if history.recorded == 0 and not latest:
-            raise HTTPException(404, f"no outcome or rollout recorded for problem {problem_id!r} in run {run_name!r}")
-        settings = store.settings()
-        outcomes, correct = [], 0
-        for i, (ok, version) in enumerate(history.outcomes):
-            correct += ok
-            outcomes.append(schema.OutcomeOut(correct=ok, version=version, p_hat=settings.p_hat(correct, i + 1)))
-        est = history.estimate
-        return schema.ProblemOut(
-            problem_id=problem_id,
-            p_hat=est.p_hat,
-            n=est.n,
-            correct=est.correct,
-            version=est.version,
-            bucket=bucket_of(est.p_hat) if est.n > 0 else None,
-            recorded=history.recorded,
-            frozen=history.frozen,
-            outcomes=outcomes,
-            rollouts=[
-                schema.RolloutOut(
-                    rollout_id=g.rollout.rollout_id,
-                    version=g.rollout.version,
-                    worker_id=g.rollout.worker_id,
-                    created_at=g.rollout.created_at,
-                    text=g.rollout.text,
-                    correct=g.correct,
-                    extracted=g.extracted,
-                    reason=g.reason,
-                    finish_reason=g.rollout.finish_reason,
-                )
-                for g in latest
-            ],
-        )
-
-    @app.get(
-        "/api/stream",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "`summary` events (SummaryOut JSON)"}},
-        tags=["read"],
-    )
-    async def stream(
-        interval: Annotated[float, Query(ge=0.1, le=60, description="seconds between events")] = 1.0,
-        max_events: Annotated[int | None, Query(ge=1, description="end the stream after this many events")] = None,
-    ) -> StreamingResponse:
-        async def events() -> AsyncIterator[str]:
-            yield "retry: 2000\n\n"
-            sent = 0
-            while not view.stopping.is_set():
-                data = await run_in_threadpool(read_summary)
-                yield f"event: summary\nid: {sent}\ndata: {data.model_dump_json()}\n\n"
-                sent += 1
-                if max_events is not None and sent >= max_events:
-                    return
-                deadline = time.monotonic() + interval
-                while not view.stopping.is_set() and time.monotonic() < deadline:
-                    await asyncio.sleep(min(0.1, interval))
-
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        )
-
-    # ------------------------------------------------------------------ control
-
-    control_errors: dict[int | str, dict[str, Any]] = {
-        401: {"model": schema.ErrorOut, "description": "missing or wrong bearer token"},
-        403: {"model": schema.ErrorOut, "description": "no token configured: control is off"},
-        **errors,
-    }
-
-    def control_state() -> schema.ControlOut:
-        return schema.ControlOut(desired_rollout=store.desired_replicas(ROLE), paused=store.paused())
-
-    def control(
-        path: str, summary: str, responses: dict[int | str, dict[str, Any]] | None = None
-    ) -> Callable[[Callable[..., schema.ControlOut]], Any]:
-        return app.post(
-            path,
-            response_model=schema.ControlOut,
-            responses={**control_errors, **(responses or {})},
-            dependencies=[Depends(require_token)],
-            tags=["control"],
-            summary=summary,
-        )
-
-    @control(
-        "/api/control/scale",
-        "set the desired rollout replica count",
-        {400: {"model": schema.ErrorOut, "description": "the body is not JSON"}},
-    )
-    def scale(body: schema.ScaleIn) -> schema.ControlOut:
-        store.set_desired_replicas(ROLE, body.rollout)
-        return control_state()
-
-    @control("/api/control/pause", "pause sampling")
-    def pause() -> schema.ControlOut:
-        store.set_paused(True)
-        return control_state()
-
-    @control("/api/control/resume", "resume sampling")
-    def resume() -> schema.ControlOut:
-        store.set_paused(False)
-        return control_state()
-
-    # ------------------------------------------------------------------ the page
+    add_reads(app, store, run_name, view, token is not None, errors)
+    add_control(app, store, errors)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(Guard, token=token)
     return app

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_ROLLOUT_REPLICAS = 1024
+JSON_TYPES = {str: "a string", bool: "a boolean", list: "an array", dict: "an object", type(None): "null"}
 
 
 class Out(BaseModel):
@@ -206,7 +207,8 @@ class ScaleIn(BaseModel):
     def _a_number(cls, value: Any) -> Any:
         # A JSON integer may be written 3 or 3.0; a string or a boolean is not one.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"must be a JSON integer, got {type(value).__name__} {value!r}")
+            # The JSON type, not the value: an answer never repeats what the client sent.
+            raise ValueError(f"must be a JSON integer, got {JSON_TYPES.get(type(value), 'another type')}")
         return value
 
 

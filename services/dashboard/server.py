@@ -21,10 +21,12 @@ from collections.abc import Sequence
 import uvicorn
 from fastapi import FastAPI
 
-from services.dashboard.app import TOKEN_ENV, create_app
+from services.dashboard.app import create_app
+from services.dashboard.guard import TOKEN_ENV
 from services.store.base import STORE_HELP, STORE_URL_ENV, PassRateStore
 
 START_TIMEOUT_S = 15.0
+RAY_NAMESPACE = "paced"  # where the driver keeps the embedded store actor (services.driver.NAMESPACE)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -117,31 +119,47 @@ def serve(
     port: int = 8000,
     token: str | None = None,
     address: str | None = None,
+    sock: socket.socket | None = None,
+    until_stdin_closes: bool = False,
 ) -> None:
-    """Serve the dashboard of an existing run until interrupted (Ctrl-C).
+    """Serve the dashboard of an existing run until interrupted (Ctrl-C, SIGTERM).
 
     `store_url` is the run's Redis; None means its embedded store, found in the Ray cluster at
-    `address` (default: RAY_ADDRESS). Raises `StoreError` when the run is not there.
+    `address` (default: RAY_ADDRESS, else the cluster running on this machine). `sock` is a listening
+    socket to serve on instead of host:port; `until_stdin_closes` also ends it when standard input
+    closes (the process that started it, `start_in_process`, is gone). Raises `StoreError` when the run
+    is not there.
     """
     from services.store import attach_store
 
     if store_url is None:
-        from services.driver import init_ray  # only the embedded store needs Ray
+        import ray  # only the embedded store needs Ray
 
-        init_ray(address)
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto", namespace=RAY_NAMESPACE)
     store = attach_store(store_url, run_name)
-    sock = listen(host, port)
+    sock = sock or listen(host, port)
+    host = sock.getsockname()[0]
     app = create_app(store, run_name, token)
     print(f"paced dashboard: run {run_name!r} at {url_of(sock)}", flush=True)
     if token is None:
         print(f"paced dashboard: control (scale, pause) is off; set {TOKEN_ENV} to turn it on", flush=True)
     if not is_loopback(host):
         print(f"paced dashboard: listening on {host}: anyone who can reach it can read this run", flush=True)
+    server = _server(app)
+    if until_stdin_closes:
+        threading.Thread(
+            target=_exit_when_stdin_closes, args=(server,), name="paced-dashboard-stdin", daemon=True
+        ).start()
     try:
-        _server(app).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         sock.close()
         store.close()
+
+
+def _exit_when_stdin_closes(server: uvicorn.Server) -> None:
+    sys.stdin.buffer.read()
+    server.should_exit = True
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "paced dashboard") -> int:
@@ -157,6 +175,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "paced dashboard") -> in
         help=f"environment variable holding the bearer token of the control endpoints (default {TOKEN_ENV})",
     )
     parser.add_argument("--address", default=None, help="Ray address when the run uses the embedded store")
+    parser.add_argument(
+        "--fd", type=int, default=None, help="serve on this inherited listening socket instead (start_in_process)"
+    )
+    parser.add_argument(
+        "--until-stdin-closes", action="store_true", help="also exit when standard input closes (start_in_process)"
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         print(f"{prog}: --port must be in 0..65535, got {args.port}", file=sys.stderr)
@@ -164,7 +188,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "paced dashboard") -> in
     from services.store import StoreError
 
     try:
-        serve(args.store, args.run, args.host, args.port, os.environ.get(args.token_env) or None, args.address)
+        sock = socket.socket(fileno=args.fd) if args.fd is not None else None
+        token = os.environ.get(args.token_env) or None
+        serve(args.store, args.run, args.host, args.port, token, args.address, sock, args.until_stdin_closes)
     except (StoreError, OSError) as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 1
