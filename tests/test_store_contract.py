@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import threading
@@ -25,6 +26,7 @@ from services.store import (
     StoreUnavailable,
     open_store,
 )
+from services.store.idempotency import ROLLOUT_IDS_KEPT
 from services.store.redis_server import free_port
 
 BACKENDS = ["redis", "memory", "ray"]
@@ -463,3 +465,145 @@ def test_a_corrupt_problem_window_raises_naming_its_key(redis_url: str) -> None:
     finally:
         store.clear()
         store.close()
+
+
+# ---------------------------------------------------------------- bounded idempotency ids
+
+
+def record_others(store: PassRateStore, count: int, prefix: str) -> None:
+    """Record `count` new outcomes over 100 other problems, in batches of 10,000."""
+    for start in range(0, count, 10_000):
+        n = min(10_000, count - start)
+        store.record_outcomes([outcome(f"{prefix}{start + i}", f"o{i % 100}") for i in range(n)])
+
+
+def ids_kept(store: PassRateStore) -> int:
+    snap = json.loads(store.snapshot())
+    return len(snap["rollout_ids_previous"]) + len(snap["rollout_ids"])
+
+
+def test_a_duplicate_is_rejected_until_rollout_ids_kept_newer_outcomes_and_the_ids_stay_bounded(
+    store: PassRateStore,
+) -> None:
+    # A regraded batch arrives after at most the outcomes in flight (services/store/idempotency.py): up to
+    # ROLLOUT_IDS_KEPT - 1 newer outcomes, the duplicate is still rejected.
+    assert store.record_and_queue([outcome("r0")], [graded("r0")]).new == 1
+    record_others(store, ROLLOUT_IDS_KEPT - 1, "a")
+    again = store.record_and_queue([outcome("r0")], [graded("r0")])
+    assert (again.new, again.entry_ids) == (0, [])
+    record_others(store, ROLLOUT_IDS_KEPT, "b")
+    assert store.record_outcomes([outcome("r0")]) == 0  # still within the previous generation
+    assert store.estimates(["q"])[0].n == 1
+    # Long after, the id is forgotten, and the store never holds more than two generations plus a batch.
+    record_others(store, ROLLOUT_IDS_KEPT + 1, "c")
+    assert ids_kept(store) <= 2 * ROLLOUT_IDS_KEPT + 10_000
+    assert store.record_outcomes([outcome("r0")]) == 1
+
+
+# ---------------------------------------------------------------- snapshots (exact resume of the embedded store)
+
+
+def fill(store: PassRateStore, rng: random.Random) -> None:
+    """A run's worth of state: groups, outcomes, a queue with delivered, acked and pending entries, references,
+    control records and run info."""
+    groups = {f"p{i}": f"L{i % 3 + 1}" for i in range(40)}
+    store.register_problems(list(groups), list(groups.values()))
+    store.register_problems(["p0"], ["L9"])  # L1 keeps p3, p6, ...; L9 now holds p0
+    record_in_random_batches(store, random_outcomes(rng, 1500, 50, prefix="w"), rng)
+    batch = [graded(f"g{i}", f"p{i % 7}", correct=i % 3 == 0, version=i) for i in range(12)]
+    store.record_and_queue([Outcome.of(g) for g in batch], batch)
+    pulled = store.pull_graded("learner", count=5)
+    store.ack([e for e, _ in pulled[:2]])
+    store.put_teacher_refs("p1", [{"completion_ids": [1, 2], "text": "12", "version": 0}])
+    store.set_desired_replicas("rollout", 3)
+    store.set_paused(True)
+    store.set_run_info({"run": "demo", "pool": 40, "started_at": 12.5})
+
+
+def state_of(store: PassRateStore, problem_ids: list[str]) -> dict[str, Any]:
+    return {
+        "estimates": store.estimates(problem_ids),
+        "all": store.all_estimates(),
+        "histogram": store.histogram(),
+        "by_group": store.histogram_by_group(),
+        "histories": [store.problem_history(pid) for pid in problem_ids],
+        "refs": store.get_teacher_refs(problem_ids),
+        "ref_count": store.teacher_ref_count(),
+        "replicas": store.desired_replicas("rollout"),
+        "paused": store.paused(),
+        "run_info": store.run_info(),
+    }
+
+
+@pytest.mark.parametrize(
+    "settings", [{"window": 8}, {"window": 16, "mode": "frozen", "frozen_k": 5}], ids=["rolling", "frozen"]
+)
+def test_a_restored_snapshot_has_the_state_it_was_taken_of(backend: Backend, settings: dict[str, Any]) -> None:
+    before = backend.open(**settings)
+    fill(before, random.Random(5))
+    ids = [f"p{i}" for i in range(50)] + ["never"]
+    depth = before.queue_depth()
+    assert depth == {"undelivered": 7, "pending": 3}
+    waiting = [g.rollout.rollout_id for _, g in before.reclaim("x", 0) + before.pull_graded("y", count=100)]
+
+    after = backend.open(**settings)  # a fresh store (run) of the same settings: what a resumed run opens
+    after.restore(before.snapshot())
+    assert state_of(after, ids) == state_of(before, ids)
+    assert after.queue_depth() == {"undelivered": 10, "pending": 0}  # pending entries handed out again
+    assert [g.rollout.rollout_id for _, g in after.pull_graded("learner", count=100)] == waiting
+    # The same rollout graded again after the resume is still a duplicate.
+    regraded = graded("g3", "p3", version=3)
+    assert after.record_and_queue([Outcome.of(regraded)], [regraded]).new == 0
+    assert after.record_outcomes([outcome("w7", "p1")]) == 0
+    assert after.record_outcomes([outcome("fresh", "p1")]) == 1
+
+
+def test_a_snapshot_restores_into_the_other_backend(backend: Backend, redis_url: str) -> None:
+    source = backend.open()
+    fill(source, random.Random(9))
+    ids = [f"p{i}" for i in range(50)]
+    settings = source.settings().to_dict()
+    run = f"t-{uuid.uuid4().hex[:12]}"
+    other = MemoryStore(run, **settings) if backend.kind == "redis" else RedisStore(redis_url, run, **settings)
+    try:
+        other.restore(source.snapshot())
+        assert state_of(other, ids) == state_of(source, ids)
+        assert sum(other.queue_depth().values()) == sum(source.queue_depth().values())
+    finally:
+        other.clear()
+        other.close()
+
+
+def test_restore_refuses_a_snapshot_of_other_settings_or_not_a_snapshot_and_changes_nothing(backend: Backend) -> None:
+    source = backend.open(window=4)
+    source.record_outcomes([outcome("r0", "q")])
+    target = backend.open(window=8)
+    target.record_outcomes([outcome("t0", "q"), outcome("t1", "q")])
+    with pytest.raises(StoreError, match="window"):
+        target.restore(source.snapshot())
+    with pytest.raises(StoreError, match="not a store snapshot"):
+        target.restore('{"format": "pickle"}')
+    assert target.estimates(["q"])[0].n == 2
+
+
+# ---------------------------------------------------------------- redone steps replace their rows
+
+
+def test_drop_metrics_after_removes_the_rows_of_later_steps_and_numbering_goes_on(store: PassRateStore) -> None:
+    for step in range(1, 11):
+        store.append_metrics({"kind": "step", "step": step, "loss": 1.0 / step})
+        if step % 5 == 0:
+            store.append_metrics({"kind": "eval", "version": step, "accuracy": 0.5})
+    store.append_metrics({"kind": "note"})  # of no step: kept
+    assert store.drop_metrics_after(6) == 5  # steps 7..10 and the eval of version 10
+    rows = store.metrics()
+    assert [(r["kind"], r.get("step", r.get("version"))) for r in rows] == [
+        *[("step", s) for s in range(1, 6)],
+        ("eval", 5),
+        ("step", 6),
+        ("note", None),
+    ]
+    assert store.drop_metrics_after(6) == 0
+    seq = store.append_metrics({"kind": "step", "step": 7})
+    assert seq == 14 and [r["seq"] for r in store.metrics(since_seq=rows[-1]["seq"])] == [14]
+    assert [r["step"] for r in store.metrics(since_seq=rows[3]["seq"], limit=2) if r["kind"] == "step"] == [5]

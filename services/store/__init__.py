@@ -19,7 +19,8 @@ from services.store.base import (
     StoreSettings,
     StoreUnavailable,
 )
-from services.store.memory_store import MemoryStore, RayStoreClient
+from services.store.memory_store import MemoryStore
+from services.store.ray_client import RayStoreClient
 from services.store.redis_store import RedisStore
 
 if TYPE_CHECKING:

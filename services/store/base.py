@@ -6,7 +6,13 @@ One store per run holds:
   recorded-outcome counter, and a pass-rate histogram kept as counters (global and per group);
 - the graded-rollout queue the learner consumes (at-least-once: an entry stays pending until acked);
 - the last few graded rollouts of each problem, teacher references, a capped metrics series,
-  control records (desired replicas, pause), worker statuses and the run's info.
+  control records (desired replicas, pause), worker statuses and the run's info;
+- the newest rollout ids recorded, which make recording idempotent, in a bounded window
+  (`services.store.idempotency`: why it rejects every duplicate that can arrive).
+
+Its size is bounded once the pool has been seen: per problem a window and `recent_cap` rollouts, 50,000 to
+100,000 rollout ids, the queue (`pipeline.max_queued_rollouts` plus what the learner holds), and the
+newest `metrics_cap` metrics rows (`METRICS_CAP`). benchmarks/bench_store_growth.py measures it.
 
 Estimates follow `paced_core.passrate.PassRateTracker` exactly (same window, prior and frozen mode):
 
@@ -36,6 +42,11 @@ HIST_BUCKETS = 20
 HIST_EDGES = [i / HIST_BUCKETS for i in range(HIST_BUCKETS + 1)]
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAX_BLOCK_MS = 20_000  # longest wait of one pull_graded; callers loop for longer
+METRICS_CAP = 10_000
+"""Metrics rows the store keeps by default, newest last: 10,000 learner steps. A demo step row (64 trained
+sequences: their pass rates, weights, ids and losses) is about 4 KB of JSON, so the series holds about 40 MB
+in Redis (measured by benchmarks/bench_store_growth.py). The run folder's metrics.jsonl keeps every row; the
+store's series is what a dashboard reads, and one that attaches late starts at the newest 10,000 steps."""
 
 
 STORE_URL_ENV = "PACED_STORE_URL"
@@ -77,7 +88,7 @@ class StoreSettings:
     prior_b: float = 1.0
     mode: Literal["rolling", "frozen"] = "rolling"
     frozen_k: int = 8
-    metrics_cap: int = 100_000
+    metrics_cap: int = METRICS_CAP
     recent_cap: int = 8
 
     def __post_init__(self) -> None:
@@ -155,8 +166,9 @@ class PassRateStore(ABC):
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> int:
         """Record a batch of outcomes, in order, atomically; return how many were new.
 
-        Idempotent per `rollout_id`: an outcome whose rollout id was recorded before (in this or an
-        earlier batch) changes nothing. Updates each problem's window, its recorded counter and the
+        Idempotent per `rollout_id`: an outcome whose rollout id was recorded before (in this batch, or
+        in an earlier one with fewer than `idempotency.ROLLOUT_IDS_KEPT` outcomes recorded since) changes
+        nothing. Updates each problem's window, its recorded counter and the
         histogram counters (global and its group's).
         """
         return self.record_and_queue(outcomes).new
@@ -269,12 +281,18 @@ class PassRateStore(ABC):
     def append_metrics(self, row: dict[str, Any]) -> int:
         """Append a JSON-able row (without a "seq" key) to the series; return its seq (1, 2, ...).
 
-        The series keeps the newest `metrics_cap` rows.
+        The series keeps the newest `metrics_cap` rows; seqs keep counting after rows are dropped.
         """
 
     @abstractmethod
     def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
         """Up to `limit` kept rows with seq > `since_seq`, oldest first, each with its "seq"."""
+
+    @abstractmethod
+    def drop_metrics_after(self, step: int) -> int:
+        """Drop the rows of steps after `step` (`snapshot.is_after`: a row's "step", else its "version");
+        return how many were dropped. After a resume from the checkpoint of `step`, the steps redone then
+        replace their rows instead of repeating them."""
 
     # ---------------------------------------------------------------- control records
 
@@ -315,6 +333,17 @@ class PassRateStore(ABC):
     @abstractmethod
     def run_info(self) -> dict[str, Any] | None:
         """The run's info, or None if never set."""
+
+    @abstractmethod
+    def snapshot(self) -> str:
+        """The run's state as JSON (`snapshot.StoreSnapshot`: what it holds, what it leaves out), read at once."""
+
+    @abstractmethod
+    def restore(self, data: str) -> None:
+        """Replace everything of this run with the state in `data` (a `snapshot()` of a store with the same
+        estimate settings): queue entries come back undelivered, with new entry ids; the metrics series,
+        worker statuses and latest rollouts start empty. Raises `StoreError` naming what does not fit,
+        before anything is changed."""
 
     @abstractmethod
     def clear(self) -> None:

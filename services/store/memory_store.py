@@ -1,4 +1,4 @@
-"""The embedded store: `MemoryStore`, all state in one Python object; `RayStoreClient`, its Ray-actor form.
+"""The embedded store: `MemoryStore`, all state in one Python object (its Ray-actor form: `ray_client`).
 
 With no Redis URL the pipeline runs `MemoryStore` as one named Ray actor (see `open_store`) and every
 actor talks to it through a `RayStoreClient`, which has the same methods, synchronous. The actor is
@@ -11,19 +11,21 @@ fresh, validated copy, and the two backends accept and return the same things.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from paced_core.passrate import Estimate
 from services.records import GradedRollout, Outcome
 from services.store.base import (
     HIST_BUCKETS,
+    METRICS_CAP,
     PassRateStore,
     ProblemHistory,
     Recorded,
@@ -33,6 +35,9 @@ from services.store.base import (
     check_run_name,
     empty_histogram,
 )
+from services.store.idempotency import RolloutIds
+from services.store.memory_queue import GradedQueue, entry_id, seq_of
+from services.store.snapshot import ProblemState, StoreSnapshot, histogram_counts, is_after
 
 
 @dataclass
@@ -46,20 +51,6 @@ class _Problem:
         return sum(1 for c, _ in self.outcomes if c)
 
 
-@dataclass
-class _Pending:
-    consumer: str
-    delivered_at: float  # time.monotonic()
-
-
-@dataclass
-class _Queue:
-    entries: dict[int, str] = field(default_factory=dict)  # seq -> GradedRollout JSON, until acked
-    undelivered: deque[int] = field(default_factory=deque)
-    pending: dict[int, _Pending] = field(default_factory=dict)
-    next_seq: int = 1
-
-
 class MemoryStore(PassRateStore):
     """A `PassRateStore` in this process's memory; thread-safe. Entry ids look like Redis's ("0-17")."""
 
@@ -71,7 +62,7 @@ class MemoryStore(PassRateStore):
         prior_b: float = 1.0,
         mode: Literal["rolling", "frozen"] = "rolling",
         frozen_k: int = 8,
-        metrics_cap: int = 100_000,
+        metrics_cap: int = METRICS_CAP,
         recent_cap: int = 8,
     ) -> None:
         super().__init__()
@@ -81,17 +72,17 @@ class MemoryStore(PassRateStore):
         self._reset()
 
     def _reset(self) -> None:
-        self._rollout_ids: set[str] = set()
+        self._rollout_ids = RolloutIds()
         self._problems: dict[str, _Problem] = {}
         self._hist = [0] * HIST_BUCKETS
         self._seen = 0
         self._groups: dict[str, str] = {}
         self._group_hist: dict[str, list[int]] = {}
         self._group_seen: dict[str, int] = {}
-        self._queue = _Queue()
+        self._queue = GradedQueue()
         self._recent: dict[str, deque[str]] = {}
         self._refs: dict[str, str] = {}
-        self._metrics: deque[str] = deque(maxlen=self._settings.metrics_cap)
+        self._metrics: deque[tuple[int, str]] = deque(maxlen=self._settings.metrics_cap)  # (seq, row JSON)
         self._metrics_seq = 0
         self._replicas: dict[str, int] = {}
         self._paused = False
@@ -112,12 +103,14 @@ class MemoryStore(PassRateStore):
     def _record(self, outcomes: Sequence[Outcome]) -> set[str]:
         """Record the outcomes whose rollout ids are new (the caller holds the lock); returns those ids."""
         capacity = self._settings.capacity
-        fresh: set[str] = set()
+        fresh: dict[str, Outcome] = {}
         for o in outcomes:
-            if o.rollout_id in self._rollout_ids:
-                continue
+            if o.rollout_id not in self._rollout_ids and o.rollout_id not in fresh:
+                fresh[o.rollout_id] = o
+        if fresh:
+            self._rollout_ids.start_write()
+        for o in fresh.values():
             self._rollout_ids.add(o.rollout_id)
-            fresh.add(o.rollout_id)
             prob = self._problems.get(o.problem_id)
             if prob is None:
                 prob = self._problems[o.problem_id] = _Problem(deque(maxlen=capacity))
@@ -129,7 +122,7 @@ class MemoryStore(PassRateStore):
             if self._settings.mode == "frozen" and len(prob.outcomes) >= self._settings.frozen_k:
                 prob.frozen = True
             self._move(self._groups.get(o.problem_id), before, (prob.correct, len(prob.outcomes)))
-        return fresh
+        return set(fresh)
 
     def _move(self, group: str | None, before: tuple[int, int], after: tuple[int, int]) -> None:
         """Move a problem's histogram count from its (correct, n) `before` to `after` (n > 0 after)."""
@@ -208,69 +201,50 @@ class MemoryStore(PassRateStore):
     # ---------------------------------------------------------------- graded-rollout queue
 
     def push_graded(self, graded: Sequence[GradedRollout]) -> list[str]:
-        q = self._queue
         ids = []
         with self._cond:
             for g in graded:
                 text = g.to_json()
-                q.entries[q.next_seq] = text
-                q.undelivered.append(q.next_seq)
-                ids.append(f"0-{q.next_seq}")
-                q.next_seq += 1
+                ids.append(self._queue.push(text))
                 pid = g.rollout.problem.id
                 self._recent.setdefault(pid, deque(maxlen=self._settings.recent_cap)).appendleft(text)
             self._cond.notify_all()
         return ids
 
-    def _entry(self, seq: int) -> tuple[str, GradedRollout]:
-        entry_id = f"0-{seq}"
-        try:
-            return entry_id, GradedRollout.from_json(self._queue.entries[seq])
-        except ValueError as err:
-            raise StoreCorrupt(
-                f"run {self.run_name!r} graded queue entry {entry_id}: not a GradedRollout: {err}"
-            ) from err
+    def _entries(self, seqs: list[int]) -> list[tuple[str, GradedRollout]]:
+        out = []
+        for seq in seqs:
+            try:
+                out.append((entry_id(seq), GradedRollout.from_json(self._queue.entries[seq])))
+            except ValueError as err:
+                raise StoreCorrupt(
+                    f"run {self.run_name!r} graded queue entry {entry_id(seq)}: not a GradedRollout: {err}"
+                ) from err
+        return out
 
     def _read_pending(self, consumer: str, after_id: str, count: int) -> list[tuple[str, GradedRollout]]:
-        after = _seq_of(after_id)
+        after = seq_of(after_id)
         with self._cond:
-            seqs = sorted(s for s, p in self._queue.pending.items() if p.consumer == consumer and s > after)
-            return [self._entry(s) for s in seqs[:count]]
+            return self._entries(self._queue.pending_at(consumer, after, count))
 
     def _read_new(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, GradedRollout]]:
-        q = self._queue
         with self._cond:
             if block_ms > 0:
-                self._cond.wait_for(lambda: bool(q.undelivered), timeout=block_ms / 1000)
-            now = time.monotonic()
-            out = []
-            while q.undelivered and len(out) < count:
-                seq = q.undelivered.popleft()
-                q.pending[seq] = _Pending(consumer, now)
-                out.append(self._entry(seq))
-            return out
+                self._cond.wait_for(lambda: bool(self._queue.undelivered), timeout=block_ms / 1000)
+            return self._entries(self._queue.deliver(consumer, count))
 
     def ack(self, entry_ids: Sequence[str]) -> int:
-        seqs = [_seq_of(i) for i in entry_ids]
-        done = 0
+        seqs = [seq_of(i) for i in entry_ids]
         with self._cond:
-            for seq in seqs:
-                if self._queue.pending.pop(seq, None) is not None:
-                    del self._queue.entries[seq]
-                    done += 1
-        return done
+            return self._queue.ack(seqs)
 
     def reclaim(self, consumer: str, min_idle_ms: int) -> list[tuple[str, GradedRollout]]:
         with self._cond:
-            now = time.monotonic()
-            seqs = sorted(s for s, p in self._queue.pending.items() if (now - p.delivered_at) * 1000 >= min_idle_ms)
-            for s in seqs:
-                self._queue.pending[s] = _Pending(consumer, now)
-            return [self._entry(s) for s in seqs]
+            return self._entries(self._queue.reclaim(consumer, min_idle_ms))
 
     def queue_depth(self) -> dict[str, int]:
         with self._cond:
-            return {"undelivered": len(self._queue.undelivered), "pending": len(self._queue.pending)}
+            return self._queue.depth()
 
     def latest_rollouts(self, problem_id: str, limit: int = 8) -> list[GradedRollout]:
         with self._cond:
@@ -301,15 +275,22 @@ class MemoryStore(PassRateStore):
         text = json.dumps(row)
         with self._cond:
             self._metrics_seq += 1
-            self._metrics.append(text)
+            self._metrics.append((self._metrics_seq, text))
             return self._metrics_seq
 
     def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
         with self._cond:
-            first = self._metrics_seq - len(self._metrics) + 1
-            start = max(since_seq + 1, first)
-            rows = list(itertools.islice(self._metrics, start - first, start - first + limit))
-        return [{**json.loads(text), "seq": start + i} for i, text in enumerate(rows)]
+            start = bisect.bisect_right(self._metrics, since_seq, key=lambda kept: kept[0])
+            rows = list(itertools.islice(self._metrics, start, start + limit))
+        return [{**json.loads(text), "seq": seq} for seq, text in rows]
+
+    def drop_metrics_after(self, step: int) -> int:
+        with self._cond:
+            kept = [(seq, text) for seq, text in self._metrics if not is_after(json.loads(text), step)]
+            dropped = len(self._metrics) - len(kept)
+            self._metrics.clear()
+            self._metrics.extend(kept)
+        return dropped
 
     # ---------------------------------------------------------------- control records
 
@@ -365,120 +346,47 @@ class MemoryStore(PassRateStore):
     def close(self) -> None:
         """Nothing to release: the state lives as long as this object."""
 
+    # ---------------------------------------------------------------- snapshots
 
-def _seq_of(entry_id: str) -> int:
-    if entry_id == "0":
-        return 0
-    ms, sep, seq = entry_id.partition("-")
-    if ms != "0" or not sep or not seq.isdigit():
-        raise ValueError(f"not a memory-store queue entry id: {entry_id!r} (expected '0-<n>')")
-    return int(seq)
+    def snapshot(self) -> str:
+        with self._cond:
+            q = self._queue
+            snap = StoreSnapshot(
+                run_name=self.run_name,
+                settings=self._settings.to_dict(),
+                problems={
+                    pid: ProblemState(recorded=p.recorded, frozen=p.frozen, outcomes=list(p.outcomes))
+                    for pid, p in self._problems.items()
+                },
+                groups=dict(self._groups),
+                group_names=sorted(self._group_hist),
+                teacher_refs={pid: json.loads(text) for pid, text in self._refs.items()},
+                queue=[GradedRollout.from_json(q.entries[seq]) for seq in sorted(q.entries)],
+                rollout_ids_previous=sorted(self._rollout_ids.previous),
+                rollout_ids=sorted(self._rollout_ids.current),
+                replicas=dict(self._replicas),
+                paused=self._paused,
+                run_info=None if self._run_info is None else json.loads(self._run_info),
+            )
+        return snap.model_dump_json()
 
-
-class RayStoreClient(PassRateStore):
-    """A `PassRateStore` whose state is a `MemoryStore` Ray actor; each method is one `ray.get`.
-
-    Like any client, it keeps its own pending-backlog position per consumer (see `pull_graded`), so a
-    fresh client (a restarted learner) is handed the consumer's unacked entries again.
-    """
-
-    def __init__(self, actor: Any) -> None:
-        import ray  # here, not at the top: MemoryStore must work where Ray is not installed
-
-        super().__init__()
-        self._actor = actor
-        self._get = ray.get
-
-    def settings(self) -> StoreSettings:
-        return self._get(self._actor.settings.remote())
-
-    def record_and_queue(self, outcomes: Sequence[Outcome], queue: Sequence[GradedRollout] = ()) -> Recorded:
-        return self._get(self._actor.record_and_queue.remote(list(outcomes), list(queue)))
-
-    def register_problems(self, problem_ids: Sequence[str], groups: Sequence[str]) -> None:
-        self._get(self._actor.register_problems.remote(list(problem_ids), list(groups)))
-
-    def estimates(self, problem_ids: Sequence[str]) -> list[Estimate]:
-        return self._get(self._actor.estimates.remote(list(problem_ids)))
-
-    def all_estimates(self) -> dict[str, Estimate]:
-        return self._get(self._actor.all_estimates.remote())
-
-    def histogram(self) -> dict[str, Any]:
-        return self._get(self._actor.histogram.remote())
-
-    def histogram_by_group(self) -> dict[str, dict[str, Any]]:
-        return self._get(self._actor.histogram_by_group.remote())
-
-    def problem_history(self, problem_id: str, limit: int | None = None) -> ProblemHistory:
-        return self._get(self._actor.problem_history.remote(problem_id, limit))
-
-    def push_graded(self, graded: Sequence[GradedRollout]) -> list[str]:
-        return self._get(self._actor.push_graded.remote(list(graded)))
-
-    def _read_pending(self, consumer: str, after_id: str, count: int) -> list[tuple[str, GradedRollout]]:
-        return self._get(self._actor._read_pending.remote(consumer, after_id, count))
-
-    def _read_new(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, GradedRollout]]:
-        return self._get(self._actor._read_new.remote(consumer, count, block_ms))
-
-    def ack(self, entry_ids: Sequence[str]) -> int:
-        return self._get(self._actor.ack.remote(list(entry_ids)))
-
-    def reclaim(self, consumer: str, min_idle_ms: int) -> list[tuple[str, GradedRollout]]:
-        return self._get(self._actor.reclaim.remote(consumer, min_idle_ms))
-
-    def queue_depth(self) -> dict[str, int]:
-        return self._get(self._actor.queue_depth.remote())
-
-    def latest_rollouts(self, problem_id: str, limit: int = 8) -> list[GradedRollout]:
-        return self._get(self._actor.latest_rollouts.remote(problem_id, limit))
-
-    def put_teacher_refs(self, problem_id: str, refs: list[dict[str, Any]]) -> None:
-        self._get(self._actor.put_teacher_refs.remote(problem_id, refs))
-
-    def get_teacher_refs(self, problem_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        return self._get(self._actor.get_teacher_refs.remote(list(problem_ids)))
-
-    def teacher_ref_count(self) -> int:
-        return self._get(self._actor.teacher_ref_count.remote())
-
-    def append_metrics(self, row: dict[str, Any]) -> int:
-        return self._get(self._actor.append_metrics.remote(row))
-
-    def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
-        return self._get(self._actor.metrics.remote(since_seq, limit))
-
-    def set_desired_replicas(self, role: str, n: int) -> None:
-        self._get(self._actor.set_desired_replicas.remote(role, n))
-
-    def desired_replicas(self, role: str) -> int | None:
-        return self._get(self._actor.desired_replicas.remote(role))
-
-    def set_paused(self, paused: bool) -> None:
-        self._get(self._actor.set_paused.remote(paused))
-
-    def paused(self) -> bool:
-        return self._get(self._actor.paused.remote())
-
-    def set_worker_status(self, worker_id: str, status: dict[str, Any]) -> None:
-        self._get(self._actor.set_worker_status.remote(worker_id, status))
-
-    def worker_statuses(self) -> dict[str, dict[str, Any]]:
-        return self._get(self._actor.worker_statuses.remote())
-
-    def remove_worker_status(self, worker_id: str) -> None:
-        self._get(self._actor.remove_worker_status.remote(worker_id))
-
-    def set_run_info(self, info: dict[str, Any]) -> None:
-        self._get(self._actor.set_run_info.remote(info))
-
-    def run_info(self) -> dict[str, Any] | None:
-        return self._get(self._actor.run_info.remote())
-
-    def clear(self) -> None:
-        self._get(self._actor.clear.remote())
-
-    def close(self) -> None:
-        """Drop this client's actor handle; the actor and its data stay (they belong to the run)."""
-        self._actor = None
+    def restore(self, data: str) -> None:
+        snap = StoreSnapshot.parse(data, self._settings, f"embedded store of run {self.run_name!r}")
+        counts, by_group = histogram_counts(self._settings, snap.problems, snap.groups, snap.group_names)
+        capacity = self._settings.capacity
+        with self._cond:
+            self._reset()
+            self._rollout_ids = RolloutIds(snap.rollout_ids_previous, snap.rollout_ids)
+            for pid, state in snap.problems.items():
+                self._problems[pid] = _Problem(deque(state.outcomes, maxlen=capacity), state.recorded, state.frozen)
+            self._hist, self._seen = counts, sum(counts)
+            self._groups = dict(snap.groups)
+            self._group_hist = by_group
+            self._group_seen = {g: sum(c) for g, c in by_group.items()}
+            self._refs = {pid: json.dumps(refs) for pid, refs in snap.teacher_refs.items()}
+            for g in snap.queue:
+                self._queue.push(g.to_json())
+            self._replicas = dict(snap.replicas)
+            self._paused = snap.paused
+            self._run_info = None if snap.run_info is None else json.dumps(snap.run_info)
+            self._cond.notify_all()
