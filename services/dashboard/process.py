@@ -66,8 +66,9 @@ class DashboardProcess:
 
     def _fail(self, what: str) -> None:
         tail = self.log_path.read_text(errors="replace")[-LOG_TAIL:].strip()
+        where = "" if self._own_log else f" ({self.log_path})"  # a log of its own is removed by stop()
         self.stop()
-        raise RuntimeError(f"{what}; its output ({self.log_path}):\n{tail or '(none)'}")
+        raise RuntimeError(f"{what}; its output{where}:\n{tail or '(none)'}")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Close the child's stdin (it shuts down), wait; SIGTERM, then SIGKILL, by its pid if it lingers."""
