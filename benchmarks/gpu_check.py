@@ -16,7 +16,7 @@ hang or a broken CUDA context costs only that section.
 
 - `learner`, `learner_checkpointing`, `learner_large_batch`: `services.learner.Learner` itself with the
   production settings: the fused LM head, micro-batches of `--micro-batch-tokens` padded tokens,
-  `precision: bf16_mixed`, and activation checkpointing for the last two. One step is `Learner.accumulate`
+  `precision: bf16_mixed`, and activation checkpointing for the last two. One step is `Learner.loss.accumulate`
   (reverse KL over the full vocabulary) then `Learner.apply_gradients` (clip, AdamW), timed after a warm-up
   step (median of `--repeats`). Batches: MATH-500 prompts (those at most half the padded width) with random
   completions; the longest prompt plus the longest completion fill the padded width `--seq`, the other
@@ -82,7 +82,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from paced_core.config import PacedConfig, ReverseKL, validate_config
 from paced_core.tasks import Problem, builtin_dataset
-from services.learner import Learner, TrainSequence
+from services.learner import Learner
+from services.learner_batches import TrainSequence, micro_batches
 from services.store.memory_store import MemoryStore
 
 # Dense bf16 peak (no sparsity) by device-name substring, in FLOP/s. Others: pass --peak-tflops.
@@ -213,7 +214,7 @@ def padded_batch(learner: Learner, batch: int, width: int, seed: int) -> list[Tr
     completions: the longest prompt + the longest completion = `width`; the other completions are drawn
     uniformly from [longest / 4, longest], so every micro-batch is padded as a real batch is."""
     rng = np.random.default_rng(seed)
-    prompts = {p.id: len(learner.sequence(p.id, []).student_prompt) for p in learner.pool}
+    prompts = {p.id: len(learner.batches.sequence(p.id, []).student_prompt) for p in learner.pool}
     fits = sorted(pid for pid, n in prompts.items() if n <= width // 2)
     if not fits:
         raise ValueError(f"padded width {width}: no MATH-500 prompt is at most {width // 2} tokens")
@@ -221,7 +222,7 @@ def padded_batch(learner: Learner, batch: int, width: int, seed: int) -> list[Tr
     longest = width - max(prompts[pid] for pid in ids)
     lengths = rng.permutation([longest, *rng.integers(max(1, longest // 4), longest + 1, size=batch - 1)])
     return [
-        learner.sequence(pid, rng.integers(0, learner.vocab, size=n).tolist())
+        learner.batches.sequence(pid, rng.integers(0, learner.vocab, size=n).tolist())
         for pid, n in zip(ids, lengths, strict=True)
     ]
 
@@ -307,11 +308,11 @@ def learner_section(run: Run, large: bool, checkpointing: bool) -> dict:
     last: dict[str, float] = {}
 
     def step() -> None:
-        loss, _, _ = learner.accumulate(seqs, ReverseKL(), weights)
+        loss, _, _ = learner.loss.accumulate(seqs, ReverseKL(), weights)
         last.update(loss=loss, grad_norm=learner.apply_gradients())
 
     seconds = timed(step, run.device, warmup=1, repeats=run.repeats)
-    groups = learner.micro_batches(seqs)
+    groups = micro_batches(seqs, learner.cfg.learner.micro_batch_tokens)
     padded = sum(
         len(g) * (max(len(seqs[i].student_prompt) for i in g) + max(len(seqs[i].completion) for i in g)) for g in groups
     )
@@ -356,7 +357,7 @@ def bf16_update_section(run: Run) -> dict:
         learner = random_learner(run, s.student, precision)
         seqs = padded_batch(learner, s.probe_batch, s.probe_seq, seed=0)
         before = [p.detach().clone() for p in learner.student.parameters()]
-        learner.accumulate(seqs, ReverseKL(), np.ones(len(seqs)))
+        learner.loss.accumulate(seqs, ReverseKL(), np.ones(len(seqs)))
         learner.apply_gradients()
         after = [p.detach() for p in learner.student.parameters()]
         total = sum(p.numel() for p in before)
@@ -439,7 +440,7 @@ def vllm_section(run: Run) -> dict:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from vllm import LLM, SamplingParams
 
-    from services.weight_sync import ObjectStoreTransport
+    from services.weight_transport import ObjectStoreTransport
 
     s = run.shapes
     config = qwen25_config(s.student)

@@ -124,7 +124,7 @@ def analyze(
     grads = np.zeros((len(pool), sum(p.numel() for p in subset)), dtype=np.float32)
     have = np.zeros(len(pool), dtype=bool)
     for i in sorted(completions):
-        per_token, mask = learner.divergence([learner.sequence(pool[i].id, completions[i])], spec)
+        per_token, mask = learner.loss.divergence([learner.batches.sequence(pool[i].id, completions[i])], spec)
         value = (per_token * mask).sum() / mask.sum().clamp_min(1)
         g = torch.autograd.grad(value, subset)
         grads[i] = torch.cat([x.reshape(-1) for x in g]).float().cpu().numpy()

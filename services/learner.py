@@ -20,15 +20,13 @@ calls (`weights`, and `attach_engine` / `push_weights` for the nccl and ipc tran
 group of their own, so that a publish never waits for a step; a lock keeps a publish from reading the
 weights in the middle of an optimizer step.
 
-The student sees the problem's prompt; the teacher sees the same prompt or, with
-`teacher.privileged_context`, the prompt with the reference answer. Both score the same completion
-tokens. Prompts are left-padded so that every completion starts at the same column, which lets the
-model compute logits for the completion positions only.
+Where each part lives: the sequences a step trains on and their weights in `services.learner_batches`
+(`BatchSource`), the loss of a batch and its gradients in `services.learner_loss` (`BatchLoss`); this module
+holds the models, the optimizer and its schedule, the step, publishing and checkpoints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -36,7 +34,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,39 +43,17 @@ from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from paced_core.config import PacedConfig
-from paced_core.losses import (
-    DIVERGENCES,
-    Logits,
-    Projected,
-    reduce_coefficients,
-    sequence_means,
-    topk_divergence,
-    topk_logprobs,
-)
 from paced_core.schedule import LossSchedule
-from paced_core.tasks import Problem, get_template
-from paced_core.weighting import is_fresh, training_weights
+from paced_core.tasks import Problem
+from services.learner_batches import BatchSource
+from services.learner_loss import BatchLoss, check_plain_head
 from services.models import load_model, load_tokenizer, pick_device
-from services.records import GradedRollout, ProblemRef
-from services.rollout import encode_prompt
+from services.records import ProblemRef
 from services.store import open_store
 from services.store.base import PassRateStore
 
 if TYPE_CHECKING:
-    from services.weight_sync import PushSender
-
-CONSUMER = "learner"
-
-
-@dataclass
-class TrainSequence:
-    """One training sequence: prompt ids for each model and the completion both score."""
-
-    student_prompt: list[int]
-    teacher_prompt: list[int]
-    completion: list[int]
-    problem_id: str
-    version: int  # policy version that produced the completion (-1 for teacher references)
+    from services.weight_push import PushSender
 
 
 class Learner:
@@ -98,7 +73,6 @@ class Learner:
         torch.manual_seed(lc.seed)
         self.device = pick_device(lc.device)
         self.pool = list(pool)
-        self.by_id = {p.id: p for p in self.pool}
         self.store = store if store is not None else open_store(cfg.store)
         self.out_dir = Path(out_dir)
         if models is not None:
@@ -136,10 +110,9 @@ class Learner:
             check_plain_head(self.teacher, "teacher")
         if cfg.teacher.logits == "topk" and cfg.teacher.topk >= self.vocab:
             raise ValueError(f"teacher.topk ({cfg.teacher.topk}) must be below the vocabulary size ({self.vocab})")
-        self.template = get_template(cfg.data.template)
-        self.teacher_template = get_template("privileged_context") if cfg.teacher.privileged_context else self.template
         self.schedule = LossSchedule(cfg.schedule, lc.steps)
-        self.kernel = cfg.scheduler.kernel.build()
+        self.batches = BatchSource(cfg, self.pool, self.store, self.tokenizer, cfg.scheduler.kernel.build())
+        self.loss = BatchLoss(cfg, self.student, self.teacher, self.vocab, self.tokenizer.pad_token_id, self.device)
         self.optimizer = torch.optim.AdamW(
             self.student.parameters(), lr=lc.lr, betas=lc.betas, weight_decay=lc.weight_decay
         )
@@ -159,7 +132,6 @@ class Learner:
         self.idle_s = 0.0
         self.busy_s = 0.0
         self.tokens = 0
-        self._prompt_cache: dict[tuple[str, str], list[int]] = {}
 
     # ------------------------------------------------------------------ schedule
 
@@ -177,191 +149,6 @@ class Learner:
     def current_loss(self) -> dict[str, Any]:
         return self.schedule.loss_at(min(self.step, self.cfg.learner.steps - 1)).model_dump()
 
-    # ------------------------------------------------------------------ batches
-
-    def _prompt(self, problem_id: str, role: str) -> list[int]:
-        key = (problem_id, role)
-        if key not in self._prompt_cache:
-            template = self.template if role == "student" else self.teacher_template
-            self._prompt_cache[key] = encode_prompt(
-                self.by_id[problem_id], template, self.tokenizer, self.cfg.student.chat_template
-            )
-        return self._prompt_cache[key]
-
-    def _student_batch(self, wait_s: float) -> tuple[list[TrainSequence], list[str]]:
-        """Pull fresh graded rollouts until a full batch (or `wait_s` passes); returns (seqs, ids to ack).
-
-        Stale rollouts are acknowledged at once (counted as dropped-stale), so they never hold up the
-        queue; the rest are acknowledged by the caller after the step that uses them.
-        """
-        want = self.cfg.learner.batch_size
-        seqs: list[TrainSequence] = []
-        used_ids: list[str] = []
-        deadline = time.perf_counter() + wait_s
-        oldest_ok = self.version - self.cfg.learner.max_staleness
-        while len(seqs) < want:
-            remaining_ms = int(max(0.0, deadline - time.perf_counter()) * 1000)
-            entries = self.store.pull_graded(CONSUMER, want - len(seqs), block_ms=min(remaining_ms, 200))
-            stale = [entry_id for entry_id, g in entries if g.rollout.version < oldest_ok]
-            if stale:
-                self.store.ack(stale)
-                self.counts["dropped_stale"] += len(stale)
-            for entry_id, graded in entries:
-                if graded.rollout.version >= oldest_ok:
-                    seqs.append(self._from_rollout(graded))
-                    used_ids.append(entry_id)
-            if time.perf_counter() >= deadline:
-                break
-        return seqs, used_ids
-
-    def _from_rollout(self, graded: GradedRollout) -> TrainSequence:
-        r = graded.rollout
-        teacher_prompt = self._prompt(r.problem.id, "teacher") if self.cfg.teacher.privileged_context else r.prompt_ids
-        return TrainSequence(r.prompt_ids, teacher_prompt, r.completion_ids, r.problem.id, r.version)
-
-    def _teacher_batch(self, problems: Sequence[ProblemRef]) -> list[TrainSequence]:
-        refs = self.store.get_teacher_refs(sorted({p.id for p in problems}))
-        seqs = []
-        for i, p in enumerate(problems):
-            options = refs.get(p.id) or []
-            if not options:
-                self.counts["skipped_no_ref"] += 1
-                continue
-            ref = options[(self.step + i) % len(options)]
-            seqs.append(
-                TrainSequence(
-                    self._prompt(p.id, "student"), self._prompt(p.id, "teacher"), ref["completion_ids"], p.id, -1
-                )
-            )
-        return seqs
-
-    def _tensors(self, prompts: list[list[int]], completions: list[list[int]]):
-        """Left-pad prompts to one column, right-pad completions: ids, attention mask, position ids."""
-        pad = self.tokenizer.pad_token_id
-        p_width = max(len(p) for p in prompts)
-        c_width = max(len(c) for c in completions)
-        n = len(prompts)
-        ids = torch.full((n, p_width + c_width), pad, dtype=torch.long)
-        mask = torch.zeros((n, p_width + c_width), dtype=torch.long)
-        for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-            ids[row, p_width - len(p) : p_width] = torch.tensor(p)
-            ids[row, p_width : p_width + len(c)] = torch.tensor(c, dtype=torch.long)
-            mask[row, p_width - len(p) : p_width + len(c)] = 1
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        return ids.to(self.device), mask.to(self.device), positions.to(self.device), c_width
-
-    def _completion_outputs(self, model, prompts, completions) -> Logits:
-        """What predicts each completion token (column j predicts completion token j): logits [B, C, V], or
-        with `learner.fused_head` the final hidden states [B, C, H] with the LM head (`losses.Projected`),
-        so that no [B, C, V] tensor is made."""
-        ids, mask, positions, c_width = self._tensors(prompts, completions)
-        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
-        if not self.cfg.learner.fused_head:
-            # Only the last c_width + 1 positions are needed; the last of those predicts past the end.
-            return model(**inputs, logits_to_keep=c_width + 1).logits[:, :-1, : self.vocab]
-        hidden = model.get_decoder()(**inputs).last_hidden_state[:, -(c_width + 1) : -1]
-        dtype = torch.bfloat16 if self.cfg.learner.precision == "bf16_mixed" else None
-        return Projected(hidden, model.get_output_embeddings().weight[: self.vocab], dtype)
-
-    def apply_gradients(self) -> float:
-        """Clip the accumulated gradients (`learner.grad_clip`), step AdamW and the LR schedule; returns the
-        gradient norm before clipping (NaN without clipping)."""
-        clip = self.cfg.learner.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), clip) if clip else float("nan")
-        self.optimizer.step()
-        self.lr_scheduler.step()
-        return float(norm)
-
-    def micro_batches(self, seqs: Sequence[TrainSequence]) -> list[list[int]]:
-        """Consecutive groups of sequence indices whose padded size, sequences x (longest prompt + longest
-        completion), stays within `learner.micro_batch_tokens` (a longer sequence goes alone); one group
-        when it is not set."""
-        budget = self.cfg.learner.micro_batch_tokens
-        if budget is None:
-            return [list(range(len(seqs)))]
-        groups: list[list[int]] = []
-        prompt = completion = 0
-        for i, s in enumerate(seqs):
-            p = max(len(s.student_prompt), len(s.teacher_prompt))
-            if groups:
-                wider_p, wider_c = max(prompt, p), max(completion, len(s.completion))
-                if (len(groups[-1]) + 1) * (wider_p + wider_c) <= budget:
-                    groups[-1].append(i)
-                    prompt, completion = wider_p, wider_c
-                    continue
-            groups.append([i])
-            prompt, completion = p, len(s.completion)
-        return groups
-
-    def accumulate(
-        self, seqs: Sequence[TrainSequence], spec: Any, weights: np.ndarray
-    ) -> tuple[float, torch.Tensor, int]:
-        """Zero the gradients, then run the batch's loss forward and backward micro-batch by micro-batch
-        (`micro_batches`), summing c_i L_i (`losses.reduce_coefficients`): the loss and gradients of the
-        whole batch at once. Returns (loss, each sequence's token-mean loss, completion tokens)."""
-        mode = self.cfg.scheduler.weighting
-        w = torch.as_tensor(weights, dtype=torch.float32) if mode == "loss" else None
-        coef = reduce_coefficients(len(seqs), w, mode).to(self.device)
-        self.optimizer.zero_grad(set_to_none=True)
-        total, tokens = 0.0, 0
-        seq_loss = torch.zeros(len(seqs))
-        for group in self.micro_batches(seqs):
-            per_token, mask = self.divergence([seqs[i] for i in group], spec)
-            means = sequence_means(per_token, mask)
-            part = (coef[group] * means).sum()
-            part.backward()
-            total += float(part.detach())
-            tokens += int(mask.sum().item())
-            seq_loss[group] = means.detach().float().cpu()
-        return total, seq_loss, tokens
-
-    def divergence(self, seqs: Sequence[TrainSequence], spec: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-token divergence [B, C] of `spec`'s kind, completion mask [B, C]): the student's logits
-        against the frozen teacher's on the same completion tokens, differentiable in the student."""
-        completions = [s.completion for s in seqs]
-        mask = torch.zeros(len(seqs), max(len(c) for c in completions), device=self.device)
-        for row, c in enumerate(completions):
-            mask[row, : len(c)] = 1
-        with torch.no_grad(), self._compute_precision():
-            teacher = self._completion_outputs(self.teacher, [s.teacher_prompt for s in seqs], completions)
-        with self._compute_precision():
-            student = self._completion_outputs(self.student, [s.student_prompt for s in seqs], completions)
-        kwargs = {"beta": spec.beta} if spec.kind == "jsd" else {"mu": spec.mu} if spec.kind == "akl" else {}
-        chunk = self.cfg.learner.chunk_size
-        if self.cfg.teacher.logits == "topk":
-            # The view a served teacher gives: its top-k log-probs, the rest in one tail bucket.
-            ids, logprobs = topk_logprobs(teacher, self.cfg.teacher.topk, chunk)
-            del teacher
-            per_token = topk_divergence(student, ids, logprobs, mask, kind=spec.kind, chunk_size=chunk, **kwargs)
-        else:
-            per_token = DIVERGENCES[spec.kind](student, teacher, mask, chunk_size=chunk, **kwargs)
-        return per_token, mask
-
-    def _compute_precision(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast with `learner.precision: bf16_mixed`; otherwise the models' own dtype."""
-        if self.cfg.learner.precision == "bf16_mixed":
-            return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def sequence(self, problem_id: str, completion: Sequence[int], version: int = -1) -> TrainSequence:
-        """A training sequence of `completion` for a pool problem: the student's prompt, and the teacher's
-        (with the reference answer under `teacher.privileged_context`)."""
-        return TrainSequence(
-            self._prompt(problem_id, "student"), self._prompt(problem_id, "teacher"), list(completion), problem_id,
-            version,
-        )  # fmt: skip
-
-    def _weights(self, problem_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(w, c / n) of each problem from the store now, by the scheduler's rule
-        (`paced_core.weighting.training_weights`): an unknown or stale problem has weight 0."""
-        ests = self.store.estimates(problem_ids)
-        sc = self.cfg.scheduler
-        stale_after = None if self.cfg.store.mode == "frozen" else sc.stale_after_versions
-        recent = is_fresh(np.array([e.version for e in ests]), self.version, stale_after)
-        return training_weights(
-            self.kernel, np.array([e.correct for e in ests]), np.array([e.n for e in ests]), sc.min_outcomes, recent
-        )
-
     # ------------------------------------------------------------------ training
 
     def train_step(self, problems: Sequence[ProblemRef] | None = None, wait_s: float = 30.0) -> dict[str, Any]:
@@ -371,16 +158,16 @@ class Learner:
         waited = time.perf_counter()
         ack_ids: list[str] = []
         if spec.sequences == "student":
-            seqs, ack_ids = self._student_batch(wait_s)
+            oldest_ok = self.version - self.cfg.learner.max_staleness
+            seqs, ack_ids, stale = self.batches.student_batch(wait_s, oldest_ok)
+            self.counts["dropped_stale"] += stale
         else:
             if not problems:  # no problem has training weight > 0 yet: wait a little for new estimates
                 time.sleep(min(wait_s, 0.5))
-            seqs = self._teacher_batch(problems or [])
+            seqs, skipped = self.batches.teacher_batch(problems or [], self.step)
+            self.counts["skipped_no_ref"] += skipped
             # Student rollouts still feed the pass rates, but this stage does not train on them.
-            offstage = [entry_id for entry_id, _ in self.store.pull_graded(CONSUMER, 10_000, block_ms=0)]
-            if offstage:
-                self.store.ack(offstage)
-                self.counts["dropped_offstage"] += len(offstage)
+            self.counts["dropped_offstage"] += self.batches.drop_queued()
         started = time.perf_counter()
         self.idle_s += started - waited
         if not seqs:
@@ -391,8 +178,8 @@ class Learner:
                 "loss_kind": spec.kind,
                 "counts": {k: v - counts_before[k] for k, v in self.counts.items()},
             }
-        w, rate = self._weights([s.problem_id for s in seqs])
-        loss, seq_loss, n_tokens = self.accumulate(seqs, spec, w)
+        w, rate = self.batches.weights([s.problem_id for s in seqs], self.version)
+        loss, seq_loss, n_tokens = self.loss.accumulate(seqs, spec, w)
         with self._weights_lock:  # a publish running beside this step sees the weights before or after it
             grad_norm = self.apply_gradients()
             self.step += 1
@@ -429,6 +216,15 @@ class Learner:
             "trained_loss": seq_loss.numpy().round(5).tolist(),
         }
 
+    def apply_gradients(self) -> float:
+        """Clip the accumulated gradients (`learner.grad_clip`), step AdamW and the LR schedule; returns the
+        gradient norm before clipping (NaN without clipping)."""
+        clip = self.cfg.learner.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), clip) if clip else float("nan")
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        return float(norm)
+
     # ------------------------------------------------------------------ weights and checkpoints
 
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
@@ -450,11 +246,12 @@ class Learner:
 
     def attach_engine(self, worker_id: str, handle: Any, engine_world_size: int = 1) -> None:
         """`rollout.vllm.weight_transport` nccl or ipc: connect one rollout worker's engine to this learner's
-        sender (`weight_sync.PushSender`), after checking that the transport can join the two devices
-        (`weight_sync.check_pairing`: nccl needs separate GPUs, ipc the same one)."""
+        sender (`weight_push.PushSender`), after checking that the transport can join the two devices
+        (`weight_transport.check_pairing`: nccl needs separate GPUs, ipc the same one)."""
         import ray
 
-        from services.weight_sync import PushSender, check_pairing, location
+        from services.weight_push import PushSender
+        from services.weight_transport import check_pairing, location
 
         transport = self.cfg.rollout.vllm.weight_transport
         check_pairing(transport, location(), ray.get(handle.location.remote()), worker_id)
@@ -532,36 +329,6 @@ class Learner:
         meta = json.loads((ckpt / "trainer_state.json").read_text())
         self.step, self.version, self.tokens = meta["step"], meta["version"], meta["tokens"]
         self.counts.update(meta["counts"])
-
-
-# Config attributes by which a model's logits are more than hidden @ head.T (Gemma 2's soft cap, Cohere's
-# and Granite's scales); a model that sets one cannot use the fused head.
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
-
-
-def check_plain_head(model: torch.nn.Module, role: str) -> None:
-    """`learner.fused_head` computes logits as decoder hidden states @ LM head weight.T; refuse a model whose
-    logits are anything else (a head with a bias, a logit transform, no separable decoder), naming it,
-    and confirm on four tokens that the product reproduces the model's logits."""
-    head = model.get_output_embeddings()
-    config = model.config
-    transforms = [a for a in _LOGIT_TRANSFORMS if getattr(config, a, None) not in (None, 1, 1.0)]
-    fix = "set learner.fused_head: false to train on the model's own logits"
-    if not isinstance(head, torch.nn.Linear) or head.bias is not None or transforms:
-        why = f"its logits are transformed by {transforms}" if transforms else "its LM head is not a bias-free Linear"
-        raise ValueError(f"learner.fused_head: the {role} ({type(model).__name__}) cannot be fused: {why}; {fix}")
-    ids = torch.arange(1, 5, device=head.weight.device)[None]
-    training = model.training
-    model.eval()  # no dropout: both passes must see the same network
-    with torch.no_grad():
-        logits = model(input_ids=ids, use_cache=False).logits.float()
-        fused = (model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state @ head.weight.T).float()
-    model.train(training)
-    if not torch.allclose(fused, logits, rtol=1e-2, atol=1e-2 * float(logits.abs().max())):
-        raise ValueError(
-            f"learner.fused_head: the {role} ({type(model).__name__})'s logits are not its decoder's hidden "
-            f"states times its LM head (max difference {float((fused - logits).abs().max()):.3g}); {fix}"
-        )
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

@@ -22,7 +22,7 @@ from paced_core.config import RolloutConfig
 from paced_core.tasks import Problem, PromptTemplate
 from services.models import load_model, load_tokenizer, pick_device
 from services.records import Rollout, RolloutRequest
-from services.weight_sync import Location, location
+from services.weight_transport import Location, location
 
 
 class WeightMismatchError(ValueError):

@@ -41,7 +41,7 @@ from paced_core.embedded import resolve_model_path
 from paced_core.tasks import Problem, PromptTemplate
 from services.models import ModelLoadError, check_model, load_tokenizer
 from services.rollout import Completion, GenerationStats, RolloutWorker, check_state_compatible
-from services.weight_sync import (
+from services.weight_transport import (
     IpcTransport,
     ObjectStoreTransport,
     PushTransport,

@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks import gpu_check
 from benchmarks.gpu_check import GOALS, SECTIONS, TINY, Run, judge, padded_batch, random_learner, step_flops
-from services.learner import TrainSequence
+from services.learner_batches import TrainSequence
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_TINY = Run(TINY, "cpu", repeats=1, peak_flops=None, tiny=True)

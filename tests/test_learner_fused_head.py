@@ -13,7 +13,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from paced_core.config import AKL, JSD, ForwardKL, ReverseKL, load_config
 from paced_core.tasks import synthetic_arithmetic
-from services.learner import Learner, check_plain_head
+from services.learner import Learner
+from services.learner_loss import check_plain_head
 from services.store.memory_store import MemoryStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,14 +43,14 @@ def learners(tmp_path_factory):
 def batch(model: Learner):
     rng = np.random.default_rng(1)
     vocab = len(model.tokenizer)
-    return [model.sequence(p.id, rng.integers(4, vocab, size=int(rng.integers(1, 9))).tolist()) for p in POOL]
+    return [model.batches.sequence(p.id, rng.integers(4, vocab, size=int(rng.integers(1, 9))).tolist()) for p in POOL]
 
 
 def assert_same_step(a: Learner, b: Learner, spec) -> None:
     seqs = batch(a)
     weights = np.ones(len(seqs))
-    loss_a, seq_a, tok_a = a.accumulate(seqs, spec, weights)
-    loss_b, seq_b, tok_b = b.accumulate(seqs, spec, weights)
+    loss_a, seq_a, tok_a = a.loss.accumulate(seqs, spec, weights)
+    loss_b, seq_b, tok_b = b.loss.accumulate(seqs, spec, weights)
     assert loss_b == pytest.approx(loss_a, rel=1e-5, abs=1e-7)
     torch.testing.assert_close(seq_b, seq_a, rtol=1e-5, atol=1e-6)
     assert tok_a == tok_b

@@ -12,6 +12,7 @@ import torch
 from paced_core.config import load_config
 from paced_core.tasks import synthetic_arithmetic
 from services.learner import Learner
+from services.learner_batches import micro_batches
 from services.store.memory_store import MemoryStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def learners(tmp_path_factory):
 def batch(model: Learner):
     rng = np.random.default_rng(0)
     vocab = len(model.tokenizer)
-    return [model.sequence(p.id, rng.integers(4, vocab, size=int(rng.integers(1, 9))).tolist()) for p in POOL]
+    return [model.batches.sequence(p.id, rng.integers(4, vocab, size=int(rng.integers(1, 9))).tolist()) for p in POOL]
 
 
 @pytest.mark.parametrize("mode", ["sample", "loss"])
@@ -47,11 +48,11 @@ def test_micro_batches_give_the_whole_batchs_loss_and_gradients(learners, mode, 
     spec = {"forward_kl": ForwardKL(), "reverse_kl": ReverseKL(), "jsd": JSD(), "akl": AKL()}[kind]
     whole, micro = learners[mode, None], learners[mode, 30]
     seqs = batch(whole)
-    assert len(micro.micro_batches(seqs)) > 3  # the budget really splits the batch
-    assert [i for g in micro.micro_batches(seqs) for i in g] == list(range(len(seqs)))
+    assert len(micro_batches(seqs, micro.cfg.learner.micro_batch_tokens)) > 3  # the budget really splits the batch
+    assert [i for g in micro_batches(seqs, micro.cfg.learner.micro_batch_tokens) for i in g] == list(range(len(seqs)))
     weights = np.linspace(0.0, 0.25, len(seqs))  # one zero weight included
-    loss_a, seq_a, tok_a = whole.accumulate(seqs, spec, weights)
-    loss_b, seq_b, tok_b = micro.accumulate(seqs, spec, weights)
+    loss_a, seq_a, tok_a = whole.loss.accumulate(seqs, spec, weights)
+    loss_b, seq_b, tok_b = micro.loss.accumulate(seqs, spec, weights)
     assert loss_b == pytest.approx(loss_a, rel=1e-5, abs=1e-7)
     torch.testing.assert_close(seq_b, seq_a, rtol=1e-5, atol=1e-6)
     assert tok_a == tok_b == sum(len(s.completion) for s in seqs)
@@ -64,6 +65,6 @@ def test_micro_batches_give_the_whole_batchs_loss_and_gradients(learners, mode, 
 def test_a_sequence_longer_than_the_budget_goes_alone(learners):
     model = learners["sample", 30]
     seqs = batch(model)
-    long = model.sequence(POOL[0].id, [5] * 40)
-    groups = model.micro_batches([seqs[0], long, seqs[1]])
+    long = model.batches.sequence(POOL[0].id, [5] * 40)
+    groups = micro_batches([seqs[0], long, seqs[1]], model.cfg.learner.micro_batch_tokens)
     assert [1] in groups

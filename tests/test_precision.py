@@ -30,9 +30,9 @@ def trajectory(tmp_path: Path, *sets: str) -> tuple[dict[str, torch.Tensor], dic
     learner = Learner(cfg, POOL, tmp_path, store=MemoryStore("precision"))
     start = {k: v.detach().float().clone() for k, v in learner.student.named_parameters()}
     rng = np.random.default_rng(0)
-    seqs = [learner.sequence(p.id, rng.integers(4, 20, size=6).tolist()) for p in POOL]
+    seqs = [learner.batches.sequence(p.id, rng.integers(4, 20, size=6).tolist()) for p in POOL]
     for _ in range(STEPS):
-        learner.accumulate(seqs, ForwardKL(), np.ones(len(seqs)))
+        learner.loss.accumulate(seqs, ForwardKL(), np.ones(len(seqs)))
         learner.apply_gradients()
     end = {k: v.detach().float() for k, v in learner.student.named_parameters()}
     return start, end

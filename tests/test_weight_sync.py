@@ -18,14 +18,8 @@ from services.learner_actor import LearnerActor, learner_actor
 from services.records import GradedRollout, ProblemRef, Rollout, RolloutRequest
 from services.rollout import HFRolloutWorker
 from services.store import open_store
-from services.weight_sync import (
-    Location,
-    WeightSyncError,
-    WeightTransportError,
-    check_pairing,
-    location,
-    make_sync,
-)
+from services.weight_sync import WeightSyncError, make_sync
+from services.weight_transport import Location, WeightTransportError, check_pairing, location
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = synthetic_arithmetic(6, seed=2)

@@ -161,7 +161,8 @@ def test_an_object_store_engine_refuses_pushed_weights_and_checks_their_metadata
     # engine that was not started for them.
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from services.weight_sync import WeightMetadata, WeightTransportError
+    from services.weight_push import WeightMetadata
+    from services.weight_transport import WeightTransportError
 
     with torch.device("meta"):
         student = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(smollm2_dir))
@@ -193,7 +194,7 @@ def test_the_pushed_senders_pieces_build_against_vllm():
     from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
     from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
-    from services.weight_sync import cast_source
+    from services.weight_push import cast_source
 
     assert IPCTrainerInitInfo(rank=0).is_sender
     assert NCCLTrainerInitInfo(master_address="127.0.0.1", master_port=1, world_size=2, rank=0).is_sender
