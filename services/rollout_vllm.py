@@ -11,9 +11,11 @@ arguments, `generate`, `complete`, `load_weights`, `state`), so the driver start
 - Weights: `load_weights(version, state)` checks names and shapes first (`check_state_compatible`
   against the Hugging Face model the learner trains; a mismatch is refused naming the first offending
   tensor and the engine keeps serving its version), then loads the tensors into the running engine
-  through the configured `WeightTransport` (`services.weight_sync`). The NCCL transport's engine-side
-  calls (`init_weight_transfer_engine`, `start_weight_update`, `update_weights`, `finish_weight_update`,
-  `check_weight_metadata`) are methods here too; the learner's `NcclSender` drives them.
+  through the configured `WeightTransport` (`services.weight_transport`). The pushed transports'
+  engine-side calls (`init_weight_transfer_engine`, `start_weight_update`, `update_weights`,
+  `finish_weight_update`, `check_weight_metadata`) are methods here too; the learner's `PushSender`
+  (`services.weight_push`) drives them.
+- Engine arguments: `rollout.vllm`'s (`llm_args`), with any `engine_args` given on top.
 - The engine core runs in the worker's own process (`VLLM_ENABLE_V1_MULTIPROCESSING=0` unless set):
   weights received from the object store reach the model without another copy, and on Ray the actor
   still runs one method at a time, so a new version never lands mid-batch. The object-store transport
