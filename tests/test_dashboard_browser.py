@@ -69,7 +69,11 @@ def browser() -> Iterator[Any]:
 
 
 class Page:
-    """A page of the dashboard that records console errors, page errors and failed requests."""
+    """A page of the dashboard that records console errors, page errors and failed requests.
+
+    Waits pass functions ("() => ..."), not expressions: Playwright evaluates an expression with eval,
+    which the page's Content-Security-Policy refuses.
+    """
 
     def __init__(self, browser: Any, url: str) -> None:
         self.problems: list[str] = []
@@ -79,8 +83,8 @@ class Page:
         self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url} {r.failure}"))
         self.page.goto(url)
         # Loaded: the charts were fetched once and the stream delivered an event.
-        self.page.wait_for_function("Number(document.body.dataset.refreshes) >= 1", timeout=15_000)
-        self.page.wait_for_function("Number(document.body.dataset.updates) >= 1", timeout=15_000)
+        self.page.wait_for_function("() => Number(document.body.dataset.refreshes) >= 1", timeout=15_000)
+        self.page.wait_for_function("() => Number(document.body.dataset.updates) >= 1", timeout=15_000)
 
     def js(self, expression: str) -> Any:
         return self.page.evaluate(expression)
@@ -99,7 +103,7 @@ def test_screenshot_of_the_dashboard(browser, run) -> None:
     _, sim, server = run
     p = Page(browser, server.url + f"#problem={sim.pool[12].id}")
     p.page.set_viewport_size({"width": 1400, "height": 1500})
-    p.page.wait_for_function("paced.problem !== null")
+    p.page.wait_for_function("() => paced.problem !== null")
     p.page.wait_for_timeout(500)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     p.page.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -111,6 +115,19 @@ def test_page_loads_with_no_console_errors(page: Page) -> None:
     page.page.wait_for_timeout(1500)  # a second refresh round and a few stream events
     assert page.problems == []
     assert page.page.locator("#error").is_hidden()
+
+
+def test_another_page_cannot_frame_the_dashboard(browser, run) -> None:
+    _, _, server = run
+    page = browser.new_page()
+    refusals: list[str] = []
+    page.on("console", lambda m: "frame-ancestors" in m.text and refusals.append(m.text))
+    page.set_content(f'<iframe id="f" src="{server.url}"></iframe>')
+    page.wait_for_function("() => document.getElementById('f').contentWindow !== null")
+    page.wait_for_timeout(1500)
+    assert refusals and "'none'" in refusals[0]
+    assert all(f.url != server.url for f in page.frames[1:])  # what loaded there is Chromium's error page
+    page.close()
 
 
 def test_histogram_renders_from_the_stores_counters(page: Page, run) -> None:
@@ -132,7 +149,7 @@ def test_a_live_update_appears_after_new_outcomes_are_recorded(page: Page, run) 
     fresh = [f"late-{uuid.uuid4().hex[:6]}-{i}" for i in range(7)]
     store.register_problems(fresh, ["L1"] * len(fresh))
     store.record_outcomes([Outcome(rollout_id=f"{pid}-r", problem_id=pid, correct=True, version=120) for pid in fresh])
-    page.page.wait_for_function(f"paced.seen === {before + 7}", timeout=5_000)
+    page.page.wait_for_function(f"() => paced.seen === {before + 7}", timeout=5_000)
     assert page.page.locator("#stat-seen").inner_text().startswith(str(before + 7))
     assert page.js("paced.charts['chart-histogram'].data.datasets[0].data") == store.histogram()["counts"]
 
@@ -142,7 +159,7 @@ def test_scale_control_changes_the_desired_replicas(page: Page, run) -> None:
     page.page.fill("#token", TOKEN)
     page.page.fill("#scale-n", "5")
     page.page.click("#scale")
-    page.page.wait_for_function("document.getElementById('control-msg').className === 'msg good'")
+    page.page.wait_for_function("() => document.getElementById('control-msg').className === 'msg good'")
     assert store.desired_replicas("rollout") == 5
     assert "desired rollout replicas 5" in page.page.locator("#control-msg").inner_text()
     store.set_desired_replicas("rollout", 2)
@@ -153,7 +170,7 @@ def test_scale_control_is_refused_without_the_token(page: Page, run) -> None:
     page.page.fill("#token", "")
     page.page.fill("#scale-n", "9")
     page.page.click("#scale")
-    page.page.wait_for_function("document.getElementById('control-msg').className === 'msg bad'")
+    page.page.wait_for_function("() => document.getElementById('control-msg').className === 'msg bad'")
     assert "refused (401)" in page.page.locator("#control-msg").inner_text()
     assert store.desired_replicas("rollout") == 2
 
@@ -162,11 +179,11 @@ def test_pause_and_resume_buttons(page: Page, run) -> None:
     store, _, _ = run
     page.page.fill("#token", TOKEN)
     page.page.click("#pause")
-    page.page.wait_for_function("document.getElementById('control-msg').textContent.includes('paused')")
+    page.page.wait_for_function("() => document.getElementById('control-msg').textContent.includes('paused')")
     assert store.paused() is True
-    page.page.wait_for_function("document.getElementById('stat-paused').textContent === 'paused'")
+    page.page.wait_for_function("() => document.getElementById('stat-paused').textContent === 'paused'")
     page.page.click("#resume")
-    page.page.wait_for_function("document.getElementById('control-msg').textContent.includes('running')")
+    page.page.wait_for_function("() => document.getElementById('control-msg').textContent.includes('running')")
     assert store.paused() is False
 
 
@@ -175,14 +192,14 @@ def test_problem_view_shows_a_problems_window_and_rollouts(page: Page, run) -> N
     pid = sim.pool[3].id
     page.page.fill("#problem-id", pid)
     page.page.press("#problem-id", "Enter")
-    page.page.wait_for_function(f"paced.problem && paced.problem.problem_id === '{pid}'")
+    page.page.wait_for_function(f"() => paced.problem && paced.problem.problem_id === '{pid}'")
     rows = page.page.locator("#rollouts tbody tr")
     assert rows.count() == len(store.latest_rollouts(pid))
     window = store.problem_history(pid).estimate.n
     assert page.js("paced.charts['chart-problem'].data.datasets[0].data.length") == window
     page.page.fill("#problem-id", "no-such-problem")
     page.page.press("#problem-id", "Enter")
-    page.page.wait_for_function("document.getElementById('problem-msg').textContent.includes('no problem')")
+    page.page.wait_for_function("() => document.getElementById('problem-msg').textContent.includes('no problem')")
     assert page.page.locator("#problem").is_hidden()
 
 
@@ -194,5 +211,5 @@ def test_clicking_a_histogram_bar_lists_its_problems(page: Page, run) -> None:
     page.page.wait_for_selector("#bucket-list a", timeout=10_000)
     first = page.page.locator("#bucket-list a").first
     first.click()
-    page.page.wait_for_function("paced.problem !== null")
+    page.page.wait_for_function("() => paced.problem !== null")
     assert page.js("paced.problem.bucket") == bucket
