@@ -19,6 +19,7 @@ SUITES = {
     "fused_head": "benchmarks.bench_fused_head",
     "verify": "benchmarks.bench_verify",
     "store": "benchmarks.bench_store",
+    "store_growth": "benchmarks.bench_store_growth",
     "pipeline": "benchmarks.bench_pipeline",
     "dashboard": "benchmarks.bench_dashboard",
 }

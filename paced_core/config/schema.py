@@ -247,7 +247,8 @@ class StoreConfig(Section):
     prior_b: Float = Field(default=0.0, ge=0.0)
     mode: Literal["rolling", "frozen"] = "rolling"
     frozen_k: Int = Field(default=8, ge=1)
-    metrics_cap: Int = Field(default=100_000, ge=1)
+    # Metrics rows the store keeps (services.store.base.METRICS_CAP: 10,000 demo steps, about 36 MiB in Redis).
+    metrics_cap: Int = Field(default=10_000, ge=1)
     # Redis only: how long every actor waits out an unreachable server (retrying with backoff) before the run
     # stops; with AOF persistence the data is still there when it is back.
     outage_s: Float = Field(default=60.0, ge=0.0)

@@ -44,7 +44,7 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAX_BLOCK_MS = 20_000  # longest wait of one pull_graded; callers loop for longer
 METRICS_CAP = 10_000
 """Metrics rows the store keeps by default, newest last: 10,000 learner steps. A demo step row (64 trained
-sequences: their pass rates, weights, ids and losses) is about 4 KB of JSON, so the series holds about 40 MB
+sequences: their pass rates, weights, ids and losses) is about 4 KB of JSON, so the series holds about 36 MiB
 in Redis (measured by benchmarks/bench_store_growth.py). The run folder's metrics.jsonl keeps every row; the
 store's series is what a dashboard reads, and one that attaches late starts at the newest 10,000 steps."""
 

@@ -159,15 +159,21 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
         return self._settings
 
     def record_and_queue(self, outcomes: Sequence[Outcome], queue: Sequence[GradedRollout] = ()) -> Recorded:
-        if not outcomes:
-            return Recorded(0, [])
-        s = self._settings
         flat: list[str] = []
         for o in outcomes:
             flat += (o.rollout_id, o.problem_id, "1" if o.correct else "0", str(o.version))
         to_queue: list[str] = []
         for g in queue:
             to_queue += (g.rollout.rollout_id, g.to_json(), g.rollout.problem.id)
+        return self.record_packed(flat, to_queue)
+
+    def record_packed(self, flat: list[str], to_queue: list[str]) -> Recorded:
+        """`record_and_queue` on records already packed as the `redis_lua.RECORD` script takes them: `flat` is
+        [rollout id, problem id, "0" / "1", version, ...], `to_queue` [rollout id, GradedRollout JSON,
+        problem id, ...]. For a writer that holds the JSON already (benchmarks/bench_store_growth.py)."""
+        if not flat:
+            return Recorded(0, [])
+        s = self._settings
         if to_queue:
             self._ensure_group()
         # One JSON argument, not 4 per outcome: packing thousands of arguments costs more than the script.
@@ -176,8 +182,7 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
             json.dumps(to_queue), s.recent_cap, self._key("recent:"), ROLLOUT_IDS_KEPT,
         ]  # fmt: skip
         names = ("rollout_ids", "problems", "hist", "groups", "hist_by_group", "graded", "rollout_ids_previous")
-        keys = [self._key(k) for k in names]
-        new, *entry_ids = self._run_script(self._record, keys, args)
+        new, *entry_ids = self._run_script(self._record, [self._key(k) for k in names], args)
         return Recorded(int(new), list(entry_ids))
 
     def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
