@@ -22,6 +22,7 @@ SUITES = {
     "store_growth": "benchmarks.bench_store_growth",
     "pipeline": "benchmarks.bench_pipeline",
     "dashboard": "benchmarks.bench_dashboard",
+    "dashboard_load": "benchmarks.bench_dashboard_load",
 }
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 HEADER = """# Benchmarks
