@@ -207,4 +207,3 @@ def run() -> list[dict]:
              "target": f">= {TARGET_RATIO}", "ok": ratio >= TARGET_RATIO},
         ]  # fmt: skip
     return rows
-
