@@ -2,7 +2,7 @@
 
 paced config show FILE [--set key=value ...]   print the resolved config (defaults filled in)
 paced config check FILE [--set key=value ...]  validate; exit 0 if usable, 2 with the problems if not
-paced run --config FILE [--out DIR] [--set ...] [--resume]   run the pipeline (see services.driver)
+paced run --config FILE [--out DIR] [--set ...] [--resume] [--overwrite]   run the pipeline (services.driver)
 paced scale --rollout N [--store URL] [--run NAME] [--address ADDR]   change the rollout replica count
 paced experiment FILE [--out DIR] [--quick] [--parallel N]   arms x seeds, then report.md (services.experiment)
 paced analyze snr --config FILE [--checkpoint DIR] ...       gradient SNR by pass rate (services.analyze_snr)
@@ -11,11 +11,9 @@ paced analyze snr --config FILE [--checkpoint DIR] ...       gradient SNR by pas
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from paced_core.config import ConfigError, dump_config, load_config
 from services.store.base import STORE_HELP, STORE_URL_ENV
@@ -60,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def scale(args: argparse.Namespace) -> int:
-    from services.driver import ROLE, init_ray
+    from services.cluster import init_ray
+    from services.driver.fleet import ROLE
     from services.store import StoreError, attach_store
 
     if args.rollout < 0:
@@ -79,53 +78,11 @@ def scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_command(argv: Sequence[str], prog: str = "python -m services.driver") -> int:
-    """`paced run` / `python -m services.driver`: validate, check inputs, then build and run the graph.
-
-    The config is validated before Ray, torch models or transformers are imported, so a bad config
-    fails in a second or two; data, model paths and Redis are checked before any actor starts.
-    """
-    parser = argparse.ArgumentParser(prog=prog, description="Run a PACED pipeline.")
-    parser.add_argument("--config", required=True, help="YAML run config")
-    parser.add_argument("--out", default=None, help="output directory (default: runs/<run.name>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"paced: {err}", file=sys.stderr)
-        return 2
-    from ray.exceptions import RayError
-
-    from paced_core.tasks import TaskDataError
-    from services.driver import Driver, PipelineError, cause_of, init_ray, preflight
-    from services.models import ModelLoadError
-    from services.store import StoreError
-    from services.verifiers import VerifierDied
-
-    out = Path(args.out or Path("runs") / cfg.run.name)
-    try:
-        preflight(cfg)
-        init_ray()
-        driver = Driver(cfg, out, resume=args.resume)
-        try:
-            summary = driver.run()
-        finally:
-            driver.close()
-    except (TaskDataError, ModelLoadError, StoreError, PipelineError, VerifierDied, FileNotFoundError) as err:
-        print(f"paced: {err}", file=sys.stderr)
-        return 1
-    except RayError as err:
-        print(f"paced: an actor failed: {cause_of(err)}", file=sys.stderr)
-        return 1
-    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list | dict)}, indent=2))
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
+        from services.launch import run_command
+
         return run_command(argv[1:], prog="paced run")
     if argv[:2] == ["models", "import-gguf"]:
         from services.gguf_import import main as import_gguf_main

@@ -205,9 +205,7 @@ def run_experiment(path: str | Path, out: str | Path, quick: bool = False, paral
         if run_dir.exists():
             shutil.rmtree(run_dir)  # an interrupted run: redone from the start
         run_dir.mkdir(parents=True)
-        text = dump_config(cfg)
-        (run_dir / "config.yaml").write_text(text)
-        return text
+        return dump_config(cfg)  # the driver writes it to the run's config.yaml
 
     def finished(arm: str, seed: int, summary: dict[str, Any]) -> None:
         nonlocal done
@@ -264,7 +262,8 @@ def main(argv: Sequence[str]) -> int:
     from ray.exceptions import RayError
 
     from paced_core.tasks import TaskDataError
-    from services.driver import PipelineError, cause_of
+    from services.cluster import cause_of
+    from services.driver import PipelineError
     from services.models import ModelLoadError
     from services.store import StoreError
 

@@ -85,3 +85,24 @@ class Outcome(Record):
     def of(cls, graded: GradedRollout) -> Outcome:
         r = graded.rollout
         return cls(rollout_id=r.rollout_id, problem_id=r.problem.id, correct=graded.correct, version=r.version)
+
+
+class GradingReport(Record):
+    """What one grading call did (`Verifier.grade`): the driver adds these up."""
+
+    graded: int = Field(ge=0)
+    queued: int = Field(ge=0)  # in the learner's queue now, whichever write put them there (each exactly once)
+    recorded: int = Field(ge=0)  # outcomes new to the store (a regraded batch records nothing twice)
+    correct: int = Field(ge=0)
+    teacher_refs_kept: int = Field(ge=0)
+    problem_ids: list[str]  # the problems whose estimates moved
+    tokens: int = Field(ge=0)  # completion tokens graded
+
+
+class WorkerStatus(Record):
+    """A rollout worker's row on the dashboard (`PassRateStore.set_worker_status`)."""
+
+    version: int = Field(ge=-1)  # the policy version it serves; -1 before it serves any
+    state: Literal["starting", "idle", "generating", "pending"]
+    tokens_per_s: float | None = None  # of its last generation
+    detail: str = ""  # why it is pending

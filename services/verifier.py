@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from paced_core.config import StoreConfig, VerifierConfig
 from paced_core.tasks import Problem
 from paced_core.verify import MathVerifier, Verdict, check_choice, check_exact
-from services.records import GradedRollout, Outcome, Rollout
+from services.records import GradedRollout, GradingReport, Outcome, Rollout
 from services.store import open_store
 from services.store.base import PassRateStore
 
@@ -68,7 +68,7 @@ class Verifier:
         self.grader = Grader(cfg)
         self.reasons: Counter[str] = Counter()
 
-    def grade(self, rollouts: Sequence[Rollout], queue: bool = True) -> dict[str, object]:
+    def grade(self, rollouts: Sequence[Rollout], queue: bool = True) -> GradingReport:
         """Grade, record and (with `queue`) queue the rollouts drawn for training (`Rollout.train`) for the
         learner; returns counts and the ids of the problems whose estimates moved. Warm-up samples are
         recorded only: they seed the pass rates."""
@@ -96,16 +96,15 @@ class Verifier:
         for problem_id, refs in by_problem.items():
             self.store.put_teacher_refs(problem_id, refs)
             kept_refs += len(refs)
-        return {
-            "graded": len(graded),
-            # In the queue now, whichever write put them there (each exactly once).
-            "queued": len(trainable),
-            "recorded": recorded.new,
-            "correct": sum(g.correct for g in graded),
-            "teacher_refs_kept": kept_refs,
-            "problem_ids": sorted({g.rollout.problem.id for g in student}),
-            "tokens": sum(len(r.completion_ids) for r in rollouts),
-        }
+        return GradingReport(
+            graded=len(graded),
+            queued=len(trainable),
+            recorded=recorded.new,
+            correct=sum(g.correct for g in graded),
+            teacher_refs_kept=kept_refs,
+            problem_ids=sorted({g.rollout.problem.id for g in student}),
+            tokens=sum(len(r.completion_ids) for r in rollouts),
+        )
 
     def grade_texts(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[bool]:
         """Correctness only, recording nothing (held-out evaluation)."""

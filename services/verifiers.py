@@ -17,8 +17,12 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
+from paced_core.config import StoreConfig, VerifierConfig
 from paced_core.tasks import Problem
-from services.records import Rollout
+from services.cluster import await_start
+from services.placement import ActorRequest
+from services.records import GradingReport, Rollout
+from services.verifier import Verifier
 
 MAX_DEATHS_PER_JOB = 3
 """A job whose verifier dies this many times in a row stops the run: the batch itself kills it."""
@@ -38,6 +42,24 @@ class _Job:
     actor: ActorHandle  # the actor it was sent to (the index may hold a replacement since)
 
 
+def verifier_starter(
+    verifier_cfg: VerifierConfig,
+    store_cfg: StoreConfig,
+    pool: Sequence[Problem],
+    request: ActorRequest,
+    timeout_s: float,
+) -> Callable[[int], ActorHandle]:
+    """What `VerifierPool` starts verifier `index` (0-based) with: a `Verifier` actor asking Ray for
+    `request`, returned once it answers (a failed start names it)."""
+
+    def start(index: int) -> ActorHandle:
+        verifier = ray.remote(Verifier).options(**request.options()).remote(verifier_cfg, store_cfg, list(pool))
+        await_start(verifier, f"verifier {index + 1}", request, verifier.stats.remote(), timeout_s)
+        return verifier
+
+    return start
+
+
 class VerifierPool:
     """`replicas` verifier actors, each made by `start(index)` (which returns it started, or raises)."""
 
@@ -52,7 +74,7 @@ class VerifierPool:
         """Grade `rollouts` on the next verifier (`Verifier.grade`); collect the result with `collect`."""
         return self._call("grade", (list(rollouts), queue), self._round_robin())
 
-    def collect(self, ref: ray.ObjectRef) -> dict[str, Any]:
+    def collect(self, ref: ray.ObjectRef) -> GradingReport:
         """The result of a submitted job, waiting for it; if its verifier died, it is replaced and the job
         sent to the new one."""
         return self._result(ref)

@@ -1,5 +1,5 @@
 """A run's local Ray cluster listens on loopback only, even when the user did not set
-RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER (`services.driver` sets it before Ray is imported)."""
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER (`services.cluster` sets it before Ray is imported)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Starts the cluster as the driver does, then lists the TCP sockets its processes listen on.
 SCRIPT = r"""
 import os, re, subprocess, time
-from services.driver import init_ray
+from services.cluster import init_ray
 import ray
 
 init_ray()

@@ -121,7 +121,7 @@ def sigkill_once_training(driver, stats) -> tuple:
     killed: list[int] = []
 
     def kill() -> None:
-        _when(lambda: driver.counts["used"] >= 16)
+        _when(lambda: driver.state.used >= 16)
         pid = stats()["pid"]
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
@@ -135,16 +135,16 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
     seen_counts: list[int] = []
 
     def steer() -> None:
-        _when(lambda: driver.counts["used"] > 0)
+        _when(lambda: driver.state.used > 0)
         driver.store.set_desired_replicas(ROLE, 3)
-        _when(lambda: len(driver.workers) == 3)
-        seen_counts.append(len(driver.workers))
+        _when(lambda: len(driver.fleet.workers) == 3)
+        seen_counts.append(len(driver.fleet.workers))
         # Keep three until the learner has recorded a step with them (starting actors can take longer
         # than a step on a loaded machine, so "three exist" alone does not mean a step saw them).
         _when(lambda: '"workers": 3' in (tmp_path / "metrics.jsonl").read_text())
         driver.store.set_desired_replicas(ROLE, 1)
-        _when(lambda: len(driver.workers) == 1)
-        seen_counts.append(len(driver.workers))
+        _when(lambda: len(driver.fleet.workers) == 1)
+        seen_counts.append(len(driver.fleet.workers))
 
     summary = run_while(driver, steer)
     assert seen_counts == [3, 1]
@@ -154,7 +154,7 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
 
 # Which actor to SIGKILL (its stats: a dict with its "pid"), the run's length, and the summary's restart count.
 KILLED_ACTORS = {
-    "rollout": (lambda d: ray.get(next(iter(d.workers.values())).handle.state.remote()), 200, "actor_restarts"),
+    "rollout": (lambda d: ray.get(next(iter(d.fleet.workers.values())).handle.state.remote()), 200, "actor_restarts"),
     "verifier": (lambda d: ray.get(d.verifiers.actors[0].stats.remote()), 60, "verifier_restarts"),
 }
 
@@ -185,7 +185,7 @@ def test_a_redis_restart_mid_run_is_waited_out(ray_cluster, tmp_path, tiny_model
         restarted: list[float] = []
 
         def restart() -> None:
-            _when(lambda: driver.counts["used"] >= 16)
+            _when(lambda: driver.state.used >= 16)
             server.stop()
             time.sleep(3)
             server.start()
@@ -211,7 +211,7 @@ def test_killed_learner_continues_from_its_checkpoint(ray_cluster, tmp_path, tin
     def kill_learner() -> None:
         _when(lambda: (tmp_path / "checkpoints" / "step-000010").exists())
         _when(lambda: any(r.get("step", 0) > 12 for r in read_steps(tmp_path)))
-        os.kill(ray.get(driver.learner.stats.remote())["pid"], signal.SIGKILL)
+        os.kill(driver.training.stats()["pid"], signal.SIGKILL)
 
     summary = run_while(driver, kill_learner)
     assert summary["learner_restarts"] == 1
@@ -239,20 +239,28 @@ def test_resume_continues_with_the_same_step_count_and_optimizer_state(ray_clust
 
 def test_a_refused_weight_update_stops_the_run_naming_the_worker(ray_cluster, tmp_path, tiny_models):
     """A published version whose tensors do not fit a worker's model is refused by the worker, which keeps
-    serving its old version, and the driver stops with a message naming the worker and the first mismatch."""
-    from services.driver import PipelineError
+    serving its old version, and the weight sync raises naming the worker and the first mismatch."""
+    from services.driver.fleet import RolloutFleet
+    from services.driver.training import Training
+    from services.placement import run_demand
+    from services.pool import load_pool
     from services.rollout import HFRolloutWorker
+    from services.store import open_store
+    from services.weight_sync import WeightSyncError
 
     cfg = small_config(tiny_models, "refused")
-    driver = Driver(cfg, tmp_path)
+    pool = load_pool(cfg.data, seed=cfg.run.seed).train
+    demand = run_demand(cfg, 1, teacher_references=False)
+    store = open_store(cfg.store)
+    training = Training(cfg, demand, pool, tmp_path, print)
+    fleet = RolloutFleet(cfg, demand, training.sync, store, ray.put(pool), print)
     try:
-        driver._start_actors()
-        driver._add_workers(1)
-        slot = next(iter(driver.workers.values()))
-        driver._publish()  # the learner's own weights fit: the worker confirms the version
-        driver._check_loads([slot.worker_id])
+        fleet.start(1)
+        slot = next(iter(fleet.workers.values()))
+        training.publish()  # the learner's own weights fit: the worker confirms the version
+        fleet.check_loads([slot.worker_id])
         served = ray.get(slot.handle.state.remote())["version"]
-        assert driver.sync.served(slot.worker_id) == driver.sync.version == served
+        assert training.sync.served(slot.worker_id) == training.sync.version == served
 
         # A worker on the teacher's (larger) architecture joins: the published student weights do not fit.
         other = (
@@ -261,16 +269,18 @@ def test_a_refused_weight_update_stops_the_run_naming_the_worker(ray_cluster, tm
             .remote("student-99", tiny_models["teacher"], cfg.rollout, [], get_template(cfg.data.template))
         )
         ray.get(other.state.remote())
-        with pytest.raises(PipelineError) as refused:
-            driver._weights(lambda: driver.sync.attach("student-99", other))
+        with pytest.raises(WeightSyncError) as refused:
+            training.sync.attach("student-99", other)
         message = str(refused.value)
-        assert message.startswith(f"rollout worker student-99 refused weights version {driver.sync.version}")
+        assert message.startswith(f"rollout worker student-99 refused weights version {training.sync.version}")
         assert "with shape" in message, message
-        assert f"it still serves version {driver.sync.version}" in message
-        assert ray.get(other.state.remote())["version"] == driver.sync.version
+        assert f"it still serves version {training.sync.version}" in message
+        assert ray.get(other.state.remote())["version"] == training.sync.version
         ray.kill(other)
     finally:
-        driver.close()
+        fleet.close()
+        training.close()
+        store.close()
 
 
 def test_a_top_k_teacher_view_trains_and_a_k_past_the_vocabulary_is_refused(ray_cluster, tmp_path, tiny_models):

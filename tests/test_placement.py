@@ -13,7 +13,8 @@ import pytest
 import ray
 
 from paced_core.config import load_config
-from services.driver import Driver, PipelineError
+from services.cluster import ActorStartTimeout
+from services.driver import Driver
 from services.placement import Node, cluster_nodes, placement_problems, run_demand, start_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +150,7 @@ def test_an_actor_ray_cannot_place_stops_the_run_naming_it_within_its_timeout(ra
     driver = Driver(config("demo.yaml", *(f"{k}={v}" for k, v in sets.items())), tmp_path)
     start = time.monotonic()
     try:
-        with pytest.raises(PipelineError) as err:
+        with pytest.raises(ActorStartTimeout) as err:
             driver.run()
     finally:
         driver.close()

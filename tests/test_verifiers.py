@@ -60,8 +60,8 @@ def test_a_killed_verifier_is_replaced_and_its_batches_graded_again(pool):
     kill(dead)
     first, second = verifiers.submit(batch[:10]), verifiers.submit(batch[10:])  # round robin: 0, then 1
     a, b = verifiers.collect(first), verifiers.collect(second)
-    assert (a["graded"], a["recorded"], a["queued"]) == (10, 10, 10)
-    assert (b["graded"], b["recorded"], b["queued"]) == (10, 10, 10)
+    assert (a.graded, a.recorded, a.queued) == (10, 10, 10)
+    assert (b.graded, b.recorded, b.queued) == (10, 10, 10)
     assert verifiers.restarts == 1 and verifiers.actors[0] is not dead
     assert logged and "verifier 1 died" in logged[0]
     assert store.queue_depth()["undelivered"] == 20
@@ -72,7 +72,7 @@ def test_two_batches_of_one_dead_verifier_replace_it_once(pool):
     verifiers = pool[0]
     kill(verifiers.actors[0])
     refs = [verifiers.submit(rollouts(4)) for _ in range(4)]  # two on each verifier
-    assert [verifiers.collect(r)["recorded"] for r in refs] == [4, 4, 4, 4]
+    assert [verifiers.collect(r).recorded for r in refs] == [4, 4, 4, 4]
     assert verifiers.restarts == 1
 
 
@@ -82,8 +82,8 @@ def test_a_batch_graded_again_after_it_was_written_counts_nothing_twice(pool):
     batch = rollouts(8)
     first = verifiers.collect(verifiers.submit(batch))
     again = verifiers.collect(verifiers.submit(batch))
-    assert first["recorded"] == 8 and again["recorded"] == 0
-    assert first["queued"] == again["queued"] == 8  # in the queue, once
+    assert first.recorded == 8 and again.recorded == 0
+    assert first.queued == again.queued == 8  # in the queue, once
     assert store.queue_depth()["undelivered"] == 8
     assert sum(e.n for e in store.estimates([p.id for p in POOL])) == 8
 

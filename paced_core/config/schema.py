@@ -209,6 +209,8 @@ class VLLMEngineConfig(Section):
 class RolloutConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
     replicas: Int = Field(default=1, ge=0)
+    # The most rollout workers `paced scale` or the dashboard may ask for; a higher count is capped here.
+    max_replicas: Int = Field(default=64, ge=1)
     samples_per_problem: Int = Field(default=4, ge=1)
     batch_size: Int = Field(default=16, ge=1)
     temperature: Float = Field(default=1.0, ge=0.0)
@@ -224,6 +226,12 @@ class RolloutConfig(Section):
     # max_new_tokens, which lets CUDA graphs / torch.compile run on a GPU (on a CPU it only costs memory).
     hf_cache: Literal["dynamic", "static"] = "dynamic"
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
+
+    @model_validator(mode="after")
+    def _replicas_within_max(self) -> RolloutConfig:
+        if self.replicas > self.max_replicas:
+            raise ValueError(f"replicas {self.replicas} is above max_replicas {self.max_replicas}; raise max_replicas")
+        return self
 
 
 class VerifierConfig(Section):

@@ -122,7 +122,7 @@ def test_an_engine_without_memory_for_its_kv_cache_fails_with_the_worker_and_cau
     """As the driver starts it: a Ray actor, whose failed start the driver reports by worker and cause."""
     import ray
 
-    from services.driver import cause_of
+    from services.cluster import cause_of
     from services.rollout_vllm import VLLMRolloutWorker
 
     handle = (

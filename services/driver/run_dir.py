@@ -1,0 +1,117 @@
+"""The run folder: what a run leaves on disk, and what `--resume` reads back.
+
+    runs/demo/
+      config.yaml        the resolved config (secrets masked), written when the run starts
+      metrics.jsonl      one JSON row per learner step and evaluation (`kind`: step, eval, eval_set)
+      summary.json       the whole run's figures, across --resume segments, written when it ends
+      checkpoints/       the learner's checkpoints; beside each, the run's accounting (and the embedded
+                         store's snapshot): see services.driver.training
+
+A new run refuses a folder that holds one already, unless told to overwrite it. A resumed run takes its
+config from the folder: a config that differs is refused, naming each difference, unless the change is
+given with `--set`. Rows of steps after the checkpoint resumed from are dropped: redone steps replace
+their rows instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from paced_core.config import PacedConfig, dump_config
+from services.driver.accounting import write_json
+from services.store.base import PassRateStore
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+_RUN_FILES = (CONFIG, METRICS, SUMMARY, "checkpoints")
+
+
+class RunDirError(RuntimeError):
+    """The run folder does not fit what was asked (a new run into an old folder, a differing config)."""
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(saved: dict[str, Any], given: dict[str, Any], overridden: list[str]) -> list[str]:
+    """The settings in which `given` differs from `saved`, one `path: saved -> given` each, leaving out the
+    paths under an override key in `overridden` (what `--set` changed on purpose)."""
+    a, b = _flat(saved), _flat(given)
+    differences = []
+    for path in sorted(a.keys() | b.keys()):
+        if a.get(path) == b.get(path) or any(path == k or path.startswith(k + ".") for k in overridden):
+            continue
+        differences.append(f"{path}: {a.get(path)!r} in the run folder, {b.get(path)!r} now")
+    return differences
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The dotted keys of `--set key=value` overrides."""
+    return [o.split("=", 1)[0].strip() for o in overrides]
+
+
+class RunDir:
+    def __init__(self, out: str | Path, cfg: PacedConfig, resume: bool, overwrite: bool = False) -> None:
+        self.path = Path(out)
+        self.resume = resume
+        found = [name for name in _RUN_FILES if (self.path / name).exists()]
+        if found and not resume:
+            if not overwrite:
+                raise RunDirError(
+                    f"{self.path} already holds a run ({', '.join(found)}): continue it with --resume, "
+                    f"start over with --overwrite, or choose another --out"
+                )
+            for name in found:
+                target = self.path / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not resume or not (self.path / CONFIG).exists():
+            (self.path / CONFIG).write_text(dump_config(cfg))
+        self._metrics = (self.path / METRICS).open("a" if resume else "w")
+
+    def saved_config(self) -> dict[str, Any] | None:
+        path = self.path / CONFIG
+        return yaml.safe_load(path.read_text()) if path.exists() else None
+
+    def record(self, row: dict[str, Any], store: PassRateStore) -> None:
+        """One metrics row, in metrics.jsonl and in the store's metrics (the dashboard's series)."""
+        row = {"time": time.time(), **row}
+        self._metrics.write(json.dumps(row) + "\n")
+        self._metrics.flush()
+        store.append_metrics(row)
+
+    def drop_rows_after(self, step: int) -> int:
+        """Drop metrics.jsonl rows of steps after `step` (steps by `step`, evaluations by `version`), to be
+        redone; returns how many went."""
+        self._metrics.close()
+        path = self.path / METRICS
+        kept, dropped = [], 0
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("step", row.get("version", -1)) > step:
+                dropped += 1
+            else:
+                kept.append(line)
+        path.write_text("".join(line + "\n" for line in kept))
+        self._metrics = path.open("a")
+        return dropped
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        write_json(self.path / SUMMARY, summary)
+        return self.path / SUMMARY
+
+    def close(self) -> None:
+        self._metrics.close()

@@ -1,0 +1,131 @@
+"""The learner side of a run: the learner actor, its weights going out, its checkpoints, its restarts.
+
+    training = Training(cfg, demand, pool, out, log)     # starts the learner (a model that fails names itself)
+    ref = training.step(draw)                            # one train_step in flight; its report comes back as a dict
+    training.publish(version)                            # to every rollout worker, waiting for none
+    ckpt = training.checkpoint(state, queue_depth, loop_s)
+    training.restart(err)                                # a dead learner, back from its latest checkpoint
+
+A checkpoint holds what the learner saves (weights, optimizer, schedule, step) and, beside it, the run's
+accounting (`RunState`) and, for the embedded store, a snapshot of the store: everything `--resume` needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from paced_core.config import PacedConfig
+from paced_core.schedule import LossSchedule
+from paced_core.tasks import Problem
+from services.cluster import await_start
+from services.driver.accounting import RunState
+from services.learner import latest_checkpoint
+from services.learner_actor import learner_actor
+from services.placement import Demand
+from services.store.base import PassRateStore
+from services.weight_sync import WeightSync, make_sync
+
+STORE_SNAPSHOT = "store_snapshot.json"
+
+
+class Training:
+    def __init__(
+        self, cfg: PacedConfig, demand: Demand, pool: list[Problem], out: Path, log: Callable[[str], None]
+    ) -> None:
+        self.cfg, self.demand, self.pool, self.out, self._log = cfg, demand, pool, out, log
+        self.schedule = LossSchedule(cfg.schedule, cfg.learner.steps)
+        self.learner = self._start()
+        transport = cfg.rollout.vllm.weight_transport if cfg.rollout.backend == "vllm" else "object_store"
+        self.sync: WeightSync = make_sync(
+            transport, self.learner, cfg.pipeline.weight_sync_timeout_s, cfg.rollout.vllm.tensor_parallel_size
+        )
+
+    def _start(self) -> Any:
+        """The learner, started: it answers once its models are loaded (a model that fails names itself)."""
+        # Training steps one at a time; publishing (`weights`, pushes) on a thread of its own beside them.
+        learner_cls = learner_actor(**self.demand.of("learner").options())
+        learner = learner_cls.remote(self.cfg, self.pool, str(self.out))
+        await_start(
+            learner,
+            "the learner",
+            self.demand.of("learner"),
+            learner.stats.remote(),
+            self.cfg.pipeline.actor_start_timeout_s,
+        )
+        return learner
+
+    def version(self) -> int:
+        """The version of the learner's weights (= the optimizer steps it has taken)."""
+        return ray.get(self.learner.stats.remote())["version"]
+
+    def stats(self) -> dict[str, Any]:
+        return ray.get(self.learner.stats.remote())
+
+    def step(self, draw: list) -> ray.ObjectRef:
+        """Start one training step; `draw` are the problems of a stage trained on teacher references."""
+        return self.learner.train_step.remote(draw, self.cfg.pipeline.learner_wait_s)
+
+    def publish(self, version: int | None = None) -> int:
+        """Publish the learner's weights of `version` (None: ask the learner); no worker is waited for."""
+        version = self.version() if version is None else version
+        self.sync.publish(version)
+        return version
+
+    def resume(self) -> Path:
+        """Load the latest checkpoint into the learner; FileNotFoundError when there is none."""
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+        ray.get(self.learner.load_checkpoint.remote(ckpt))
+        return ckpt
+
+    def checkpoint(self, state: RunState, store: PassRateStore, loop_s: float) -> Path:
+        """Save the learner's checkpoint, the run's accounting beside it and, for the embedded store
+        (which dies with the run), a snapshot of the store."""
+        ckpt = Path(ray.get(self.learner.save_checkpoint.remote()))
+        depth = store.queue_depth()
+        state.save(ckpt, depth["undelivered"] + depth["pending"], loop_s)
+        if self.cfg.store.url is None:
+            tmp = ckpt / (STORE_SNAPSHOT + ".tmp")
+            tmp.write_text(store.snapshot())
+            tmp.replace(ckpt / STORE_SNAPSHOT)
+        return ckpt
+
+    def restart(self, err: Exception) -> int:
+        """Replace a dead learner; it continues from the latest checkpoint (or from the start). Returns the
+        version it serves; every rollout worker gets those weights next."""
+        self._log(f"learner died ({type(err).__name__}); restarting it from the latest checkpoint")
+        self.learner = self._start()
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is not None:
+            ray.get(self.learner.load_checkpoint.remote(ckpt))
+            self._log(f"learner restored from {ckpt}")
+        version = self.version()
+        self.sync.reattach(self.learner, version)
+        return version
+
+    def close(self) -> None:
+        ray.kill(self.learner)
+
+
+def restore_store(out: Path, store: PassRateStore, embedded: bool) -> tuple[int, RunState | None]:
+    """For --resume: the step of the latest checkpoint under `out` and the run's accounting saved with
+    it (None for a checkpoint saved without it); an `embedded` store gets its snapshot back. Raises
+    FileNotFoundError when there is no checkpoint."""
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
+    if embedded:
+        snapshot = ckpt / STORE_SNAPSHOT
+        if not snapshot.exists():
+            raise FileNotFoundError(
+                f"--resume: {ckpt} has no {STORE_SNAPSHOT}, so the embedded store's pass rates and teacher "
+                f"references cannot be restored (a checkpoint from before snapshots existed); start over"
+            )
+        store.restore(snapshot.read_text())
+    return json.loads((ckpt / "trainer_state.json").read_text())["step"], RunState.load(ckpt)
