@@ -3,7 +3,7 @@
 paced config show FILE [--set key=value ...]   print the resolved config (defaults filled in)
 paced config check FILE [--set key=value ...]  validate; exit 0 if usable, 2 with the problems if not
 paced run --config FILE [--out DIR] [--set ...] [--resume] [--overwrite]   run the pipeline (services.driver)
-paced scale --rollout N [--store URL] [--run NAME] [--address ADDR]   change the rollout replica count
+paced scale --rollout N [--store URL] [--run NAME] [--address ADDR] [--wait S]   change the rollout replicas
 paced experiment FILE [--out DIR] [--quick] [--parallel N]   arms x seeds, then report.md (services.experiment)
 paced analyze snr --config FILE [--checkpoint DIR] ...       gradient SNR by pass rate (services.analyze_snr)
 """
@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from collections import Counter
 from collections.abc import Sequence
 
 from paced_core.config import ConfigError, dump_config, load_config
-from services.store.base import STORE_HELP, STORE_URL_ENV
+from services.store.base import STORE_HELP, STORE_URL_ENV, PassRateStore
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--store", default=os.environ.get(STORE_URL_ENV), help=STORE_HELP)
     scale.add_argument("--run", default="paced", help="run name (run.name in its config)")
     scale.add_argument("--address", default=None, help="Ray address when the run uses the embedded store")
+    scale.add_argument(
+        "--wait", type=float, default=5.0, metavar="S", help="seconds to wait for the run to reconcile (default 5)"
+    )
     return parser
 
 
@@ -72,10 +77,37 @@ def scale(args: argparse.Namespace) -> int:
     except StoreError as err:
         print(f"paced scale: {err}", file=sys.stderr)
         return 1
+    cap = (store.run_info() or {}).get("max_replicas")
+    if isinstance(cap, int) and args.rollout > cap:
+        print(
+            f"paced scale: run {args.run} allows at most {cap} rollout replicas (rollout.max_replicas in its "
+            f"config), got {args.rollout}",
+            file=sys.stderr,
+        )
+        return 2
     before = store.desired_replicas(ROLE)
     store.set_desired_replicas(ROLE, args.rollout)
     print(f"run {args.run}: desired rollout replicas {before} -> {args.rollout}")
+    print(fleet_report(store, args.rollout, args.wait))
     return 0
+
+
+def fleet_report(store: PassRateStore, desired: int, wait_s: float) -> str:
+    """The run's rollout workers by state, once the driver has reconciled to `desired` (it does so every
+    second) or after `wait_s`: how many run, start, and wait for room on the cluster (pending)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        statuses = store.worker_statuses()
+        states = Counter(str(s.get("state")) for s in statuses.values())
+        if len(statuses) == desired or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    line = (
+        f"rollout workers: {states['idle'] + states['generating']} running, {states['starting']} starting, "
+        f"{states['pending']} pending"
+    )
+    pending = [s.get("detail") for s in statuses.values() if s.get("state") == "pending"]
+    return line + (f" ({pending[0]})" if pending and pending[0] else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

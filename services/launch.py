@@ -107,18 +107,18 @@ def _run(cfg: PacedConfig, out: Path, args: argparse.Namespace) -> int:
     try:
         preflight(cfg)
         init_ray()
+        for s in EXIT_SIGNAL:  # after Ray's own setup, which may install handlers of its own
+            signal.signal(s, on_signal)
         driver = Driver(cfg, out, resume=args.resume, overwrite=args.overwrite)
         try:
             summary = driver.run()
         finally:
             driver.close()
-    except Interrupted as err:
-        print(
-            f"paced: stopped by {err} before a checkpoint could be taken; {resume_hint} if a checkpoint "
-            f"exists under {out / 'checkpoints'}",
-            file=sys.stderr,
-        )
-        return EXIT_SIGNAL[signal.Signals(err.signum)]
+    except (Interrupted, KeyboardInterrupt) as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        print(f"paced: stopped by {signal.Signals(signum).name} before a checkpoint could be taken; "
+              f"{resume_hint} if {out / 'checkpoints'} holds one", file=sys.stderr)  # fmt: skip
+        return EXIT_SIGNAL[signal.Signals(signum)]
     except RayError as err:  # before the rest: an error raised inside an actor comes back as both
         print(f"paced: an actor failed: {cause_of(err)}", file=sys.stderr)
         return 1

@@ -152,6 +152,39 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
     assert_every_graded_rollout_is_accounted_for(summary)
 
 
+def test_scaling_past_capacity_starts_what_fits_and_never_blocks_the_loop(ray_cluster, tmp_path, tiny_models):
+    """On the 16-CPU test cluster, rollout workers of 6 CPUs each: the run holds one, and room remains for
+    one more. Asking for 4 starts one and reports two pending (log, status rows) while training goes on;
+    asking for 1000 is capped at rollout.max_replicas; asking for 1 again clears what is pending."""
+    cfg = small_config(tiny_models, "capacity", steps=400, **{"learner.max_staleness": "1000",
+                       "rollout.num_cpus": "6", "rollout.max_replicas": "6"})  # fmt: skip
+    driver = Driver(cfg, tmp_path)
+    seen: dict[str, object] = {}
+
+    def pending_rows() -> int:
+        return sum(s.get("state") == "pending" for s in driver.store.worker_statuses().values())
+
+    def steer() -> None:
+        _when(lambda: driver.state.used > 0)
+        driver.store.set_desired_replicas(ROLE, 4)
+        _when(lambda: len(driver.fleet.workers) == 2 and driver.fleet.pending == 2)
+        steps = len(read_steps(tmp_path))
+        _when(lambda: len(read_steps(tmp_path)) >= steps + 3)  # the loop trains on while two wait for room
+        seen["pending rows"] = pending_rows()
+        driver.store.set_desired_replicas(ROLE, 1000)
+        _when(lambda: driver.store.desired_replicas(ROLE) == 6)
+        _when(lambda: driver.fleet.pending == 4)
+        seen["capped"] = (driver.store.desired_replicas(ROLE), len(driver.fleet.workers))
+        driver.store.set_desired_replicas(ROLE, 1)
+        _when(lambda: len(driver.fleet.workers) == 1 and driver.fleet.pending == 0)
+        seen["after"] = pending_rows()
+        driver.loop.stop()
+
+    summary = run_while(driver, steer)
+    assert seen == {"pending rows": 2, "capped": (6, 2), "after": 0}
+    assert_every_graded_rollout_is_accounted_for(summary)
+
+
 # Which actor to SIGKILL (its stats: a dict with its "pid"), the run's length, and the summary's restart count.
 KILLED_ACTORS = {
     "rollout": (lambda d: ray.get(next(iter(d.fleet.workers.values())).handle.state.remote()), 200, "actor_restarts"),

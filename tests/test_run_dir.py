@@ -1,0 +1,100 @@
+"""The run folder and --resume's rules: a new run never writes into an old one's folder unless told to, a
+resumed run keeps its own config (a differing one is refused, naming what differs, unless --set gives the
+change), redone steps replace their metrics rows, and the accounting adds up across segments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from paced_core.config import ConfigError, load_config
+from services.driver.accounting import RunState
+from services.driver.run_dir import RunDir, RunDirError
+from services.launch import resolve_config
+from services.records import GradingReport
+from services.store.memory_store import MemoryStore
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+def test_a_new_run_refuses_a_folder_that_holds_a_run(tmp_path):
+    RunDir(tmp_path, load_config(DEMO), resume=False).close()
+    with pytest.raises(RunDirError, match=r"already holds a run \(config.yaml, metrics.jsonl\).*--resume.*--overwrite"):
+        RunDir(tmp_path, load_config(DEMO), resume=False)
+
+
+def test_overwrite_starts_the_folder_over(tmp_path):
+    first = RunDir(tmp_path, load_config(DEMO), resume=False)
+    first.record({"kind": "step", "step": 1}, MemoryStore())
+    first.close()
+    (tmp_path / "checkpoints" / "step-000001").mkdir(parents=True)
+    RunDir(tmp_path, load_config(DEMO, ["learner.steps=7"]), resume=False, overwrite=True).close()
+    assert not (tmp_path / "checkpoints").exists()
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+    assert "steps: 7" in (tmp_path / "config.yaml").read_text()
+
+
+def test_redone_steps_replace_their_rows(tmp_path):
+    store = MemoryStore()
+    run = RunDir(tmp_path, load_config(DEMO), resume=False)
+    for step in range(1, 6):
+        run.record({"kind": "step", "step": step}, store)
+    run.record({"kind": "eval", "version": 4, "accuracy": 0.5}, store)
+    run.close()
+    resumed = RunDir(tmp_path, load_config(DEMO), resume=True)
+    assert resumed.drop_rows_after(3) == 3  # steps 4 and 5, and the evaluation of version 4
+    resumed.record({"kind": "step", "step": 4}, store)
+    resumed.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def started_run(tmp_path: Path, *overrides: str) -> Path:
+    RunDir(tmp_path, load_config(DEMO, list(overrides)), resume=False).close()
+    return tmp_path
+
+
+def test_resume_uses_the_run_folders_config(tmp_path):
+    out = started_run(tmp_path, "learner.steps=300")
+    assert resolve_config(None, out, [], resume=True).learner.steps == 300
+
+
+def test_resume_refuses_a_differing_config_naming_each_difference(tmp_path):
+    out = started_run(tmp_path, "learner.steps=300")
+    with pytest.raises(ConfigError) as err:
+        resolve_config(str(DEMO), out, ["learner.lr=2e-5"], resume=True)
+    message = str(err.value)
+    assert "learner.steps: 300 in the run folder" in message, message
+    assert "learner.lr" not in message  # changed on purpose with --set
+    assert "--set key=value" in message
+
+
+def test_resume_takes_a_change_given_with_set(tmp_path):
+    out = started_run(tmp_path, "learner.steps=300")
+    cfg = resolve_config(str(DEMO), out, ["learner.steps=500"], resume=True)
+    assert cfg.learner.steps == 500
+    assert resolve_config(None, out, ["learner.steps=500"], resume=True).learner.steps == 500
+
+
+def report(queued: int, graded: int) -> GradingReport:
+    return GradingReport(graded=graded, queued=queued, recorded=graded, correct=0, teacher_refs_kept=0,
+                         problem_ids=[], tokens=10 * graded)  # fmt: skip
+
+
+def test_the_accounting_adds_up_across_segments(tmp_path):
+    state = RunState(started_at=0.0)
+    state.add_grading(report(queued=40, graded=48))
+    state.add_step({"used": 16, "dropped_stale": 4}, [0.0, 0.5, None])
+    # The checkpoint saw 20 rollouts in the queue (40 - 16 - 4); the driver then died, and the store's queue
+    # held 26 when the run was resumed (graded after the checkpoint, never trained on).
+    state.save(tmp_path, queue_depth=20, train_loop_s=12.0)
+    resumed = RunState.load(tmp_path)
+    resumed.resumed_with_queue(26)
+    resumed.add_step({"used": 16}, [])
+    left = 26 - 16
+    assert resumed.rollouts_graded == resumed.used + resumed.dropped_stale + left
+    assert (resumed.segments, resumed.train_loop_s, resumed.rollouts_recorded_only) == (2, 12.0, 8)
+    assert resumed.trained_sequences_by_p == {"p0": 1, "between": 1, "p1": 0, "unknown": 1}
