@@ -146,9 +146,6 @@ class Learner:
             return max(0.0, 1 - progress)
         return 1.0
 
-    def current_loss(self) -> dict[str, Any]:
-        return self.schedule.loss_at(min(self.step, self.cfg.learner.steps - 1)).model_dump()
-
     # ------------------------------------------------------------------ training
 
     def train_step(self, problems: Sequence[ProblemRef] | None = None, wait_s: float = 30.0) -> dict[str, Any]:

@@ -37,6 +37,25 @@ def encode_prompt(problem: Problem, template: PromptTemplate, tokenizer, chat: b
     return tokenizer(template.render(problem))["input_ids"]
 
 
+class PromptTooLong(ValueError):
+    """A problem whose prompt leaves no room for `rollout.max_new_tokens` in the model's context."""
+
+
+def fit_prompt(ids: list[int], limit: int | None, long_prompts: str, problem_id: str) -> list[int]:
+    """`ids` if they fit in `limit` tokens (None: no limit known); else, with `rollout.long_prompts`
+    "truncate", their last `limit` tokens (the end of a prompt holds the question and the assistant turn),
+    and with "refuse" a PromptTooLong naming the problem."""
+    if limit is None or len(ids) <= limit:
+        return ids
+    if long_prompts == "truncate":
+        return ids[-limit:]
+    raise PromptTooLong(
+        f"problem {problem_id!r} has a prompt of {len(ids):,} tokens, and the model's context leaves "
+        f"{limit:,} for it after rollout.max_new_tokens: shorten or drop the problem, or set "
+        f"rollout.long_prompts: truncate to keep each prompt's last {limit:,} tokens"
+    )
+
+
 def check_state_compatible(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> None:
     """Raise `WeightMismatchError` naming the first missing, unexpected or wrongly shaped tensor."""
     for name, tensor in expected.items():
@@ -91,6 +110,7 @@ class RolloutWorker:
     version: int
     stats: GenerationStats
     _prompt_cache: dict[int, list[int]]
+    prompt_limit: int | None  # tokens a prompt may have: the model's context minus rollout.max_new_tokens
 
     def _run(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
         """One completion per prompt, in order; temperature 0 is greedy."""
@@ -110,10 +130,20 @@ class RolloutWorker:
         """The Ray node and GPUs this worker runs on (the learner checks a pushed transport's pairing)."""
         return location()
 
+    def _encode(self, problem: Problem) -> list[int]:
+        ids = encode_prompt(problem, self.template, self.tokenizer, self.chat)
+        return fit_prompt(ids, self.prompt_limit, self.cfg.long_prompts, problem.id)
+
     def _prompt(self, index: int) -> list[int]:
         if index not in self._prompt_cache:
-            self._prompt_cache[index] = encode_prompt(self.pool[index], self.template, self.tokenizer, self.chat)
+            self._prompt_cache[index] = self._encode(self.pool[index])
         return self._prompt_cache[index]
+
+    def _check_prompts(self) -> None:
+        """Encode every pool problem once at start, so that a prompt too long for the model is refused (or
+        truncated) when the worker loads, naming the problem, not when a request draws it."""
+        for index in range(len(self.pool)):
+            self._prompt(index)
 
     def generate(self, requests: Sequence[RolloutRequest]) -> list[Rollout]:
         """`request.n` completions for each request's problem, sampled with the configured settings."""
@@ -147,7 +177,7 @@ class RolloutWorker:
     def complete(self, problems: Sequence[Problem], samples: int = 1, temperature: float | None = None) -> list[str]:
         """Completion texts for problems outside the pool (evaluation): one greedy completion per problem,
         or `samples` sampled ones per problem (consecutive) at `temperature` (default: the rollouts')."""
-        prompts = [encode_prompt(p, self.template, self.tokenizer, self.chat) for p in problems]
+        prompts = [self._encode(p) for p in problems]
         prompts = [prompt for prompt in prompts for _ in range(samples)]
         completions = self._run(prompts, eval_temperature(samples, temperature, self.cfg.temperature))
         return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _, _ in completions]
@@ -196,6 +226,9 @@ class HFRolloutWorker(RolloutWorker):
             else:
                 self._stop_strings.append(stop)
         self._stop_ids = sorted({i for i in stop_ids if i is not None})
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        self.prompt_limit = max(1, context - rollout.max_new_tokens) if context else None
+        self._check_prompts()
 
     # ------------------------------------------------------------------ weights
 

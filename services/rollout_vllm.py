@@ -165,6 +165,8 @@ class VLLMRolloutWorker(RolloutWorker):
             raise EngineStartError(
                 f"{where}: the vLLM engine for {source!r} failed to start: {type(err).__name__}: {err}"
             ) from err
+        self.prompt_limit = max(1, self.llm.model_config.max_model_len - rollout.max_new_tokens)
+        self._check_prompts()
 
     def _stops(self) -> tuple[list[int], list[str]]:
         """The tokenizer's EOS plus single-token stop strings as stop ids; the rest stay strings."""

@@ -191,20 +191,6 @@ class VLLMEngineConfig(Section):
     # on other GPUs than the learner) or ipc (GPU: the engine on the learner's own GPU).
     weight_transport: Literal["object_store", "nccl", "ipc"] = "object_store"
 
-    def engine_args(self) -> dict[str, Any]:
-        """services/driver.py's call until the driver package lands; the worker now derives these itself
-        (`services.rollout_vllm.engine_args`), and this method goes with the driver's call."""
-        args: dict[str, Any] = {
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "enforce_eager": self.enforce_eager,
-        }
-        if self.max_model_len is not None:
-            args["max_model_len"] = self.max_model_len
-        if self.kv_cache_gib is not None:
-            args["kv_cache_memory_bytes"] = int(self.kv_cache_gib * 2**30)
-        return args
-
 
 class RolloutConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
@@ -217,6 +203,9 @@ class RolloutConfig(Section):
     top_p: Float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: Int = Field(default=-1, ge=-1)
     max_new_tokens: Int = Field(default=256, ge=1)
+    # A prompt longer than the model's context minus max_new_tokens: "refuse" it when the worker loads,
+    # naming the problem, or "truncate" it to its last tokens.
+    long_prompts: Literal["refuse", "truncate"] = "refuse"
     stop: list[str] = Field(default_factory=list)
     seed: Int = 0
     num_cpus: Float = Field(default=1.0, ge=0.0)  # Ray resources per rollout actor

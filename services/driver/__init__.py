@@ -70,7 +70,7 @@ class Driver:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         first_step = self._open_store()
-        self.dashboard = start_dashboard(cfg, self.store, log)
+        self.dashboard = start_dashboard(cfg, self.out, log)
         needs_refs = self.schedule.needs_teacher_refs()
         demand = check_placement(
             cfg, self.store.desired_replicas(ROLE), needs_refs and not self.store.teacher_ref_count()

@@ -98,7 +98,6 @@ class RolloutFleet:
         if rollout.backend == "vllm":
             worker_cls = VLLMRolloutWorker
             backend_args = {
-                "engine_args": rollout.vllm.engine_args(),
                 "weight_transport": rollout.vllm.weight_transport,
                 "logprobs": rollout.logprobs,
             }

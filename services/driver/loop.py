@@ -129,9 +129,15 @@ class Loop:
             self.state.evals.append(EvalPoint(**row))
 
     def _learner_died(self, err: RayActorError) -> None:
+        """A new learner goes on from the latest checkpoint: the steps after it are redone, and their rows
+        replaced (dropped now, written again when redone)."""
         self.state.learner_restarts += 1
         self._last_trained = time.monotonic()  # the restart's time is not a stall
-        self.scheduler.set_policy_version(self.training.restart(err))
+        version = self.training.restart(err)
+        self.step = version
+        self.run_dir.drop_rows_after(version)
+        self.store.drop_metrics_after(version)
+        self.scheduler.set_policy_version(version)
 
     @property
     def segment_tokens(self) -> int:

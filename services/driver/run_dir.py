@@ -4,6 +4,7 @@
       config.yaml        the resolved config (secrets masked), written when the run starts
       metrics.jsonl      one JSON row per learner step and evaluation (`kind`: step, eval, eval_set)
       summary.json       the whole run's figures, across --resume segments, written when it ends
+      dashboard.log      the output of the run's dashboard process (when dashboard.enabled)
       checkpoints/       the learner's checkpoints; beside each, the run's accounting (and the embedded
                          store's snapshot): see services.driver.training
 
@@ -30,7 +31,7 @@ from services.store.base import PassRateStore
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-_RUN_FILES = (CONFIG, METRICS, SUMMARY, "checkpoints")
+_RUN_FILES = (CONFIG, METRICS, SUMMARY, "checkpoints", "dashboard.log")
 
 
 class RunDirError(RuntimeError):
