@@ -42,9 +42,10 @@ lint: $(STAMP)
 bench: setup
 	$(PY) -m benchmarks.run
 
-# The embedded default: the whole pipeline on this machine (no GPU, no Redis), output in runs/demo.
+# The embedded default: the whole pipeline on this machine (no GPU, no Redis), output in runs/demo (each
+# `make demo` starts it over: --overwrite).
 demo: $(STAMP)
-	$(PY) -m services.driver --config configs/demo.yaml --out runs/demo
+	$(PY) -m services.driver --config configs/demo.yaml --out runs/demo --overwrite
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -160,7 +160,7 @@ def _run_one(cfg_yaml: str, run_dir: str) -> dict[str, Any]:
     finally:
         driver.close()
         with contextlib.suppress(ValueError):  # a Redis store has no actor
-            ray.kill(ray.get_actor(f"paced-store-{cfg.store.run_name}"))
+            ray.kill(ray.get_actor(f"paced-store-{cfg.store.run_name}", namespace="paced"))
     return summary
 
 

@@ -63,7 +63,7 @@ class Backend:
             import ray
 
             for run_name in set(self._runs.values()):
-                ray.kill(ray.get_actor(f"paced-store-{run_name}"))
+                ray.kill(ray.get_actor(f"paced-store-{run_name}", namespace="paced"))
         for store in self._stores:
             if isinstance(store, RedisStore):
                 store.clear()

@@ -81,6 +81,7 @@ class RolloutFleet:
         self._seq = 0
         self.restarts = 0
         self.pending = 0
+        self._busy_s, self._idle_mark = 0.0, time.monotonic()  # generation seconds since `idle_fraction`
 
     # ------------------------------------------------------------------ starting
 
@@ -272,10 +273,23 @@ class RolloutFleet:
     def finished(self, slot: WorkerSlot, tokens: int) -> None:
         """`slot`'s generation came back with `tokens` completion tokens."""
         elapsed = time.monotonic() - slot.dispatched_at
+        self._busy_s += elapsed
         slot.busy = None
         self.status(slot, "idle", tokens / elapsed if elapsed > 0 else None)
         if slot.retiring and not self.sync.transferring(slot.worker_id):
             self.retire(slot)
+
+    def add_busy(self, seconds: float) -> None:
+        """Generation time spent outside `dispatch` / `finished` (the synchronous loop's rounds)."""
+        self._busy_s += seconds
+
+    def idle_fraction(self) -> float | None:
+        """The share of the workers' time since the last call not spent generating (a generation counts
+        when it comes back); None with no worker."""
+        now = time.monotonic()
+        span = (now - self._idle_mark) * len(self.workers)
+        busy, self._busy_s, self._idle_mark = self._busy_s, 0.0, now
+        return min(1.0, max(0.0, 1 - busy / span)) if span > 0 else None
 
     def status(self, slot: WorkerSlot, state: str, tokens_per_s: float | None = None) -> None:
         """The worker's row on the dashboard: the version it serves, what it is doing, its last speed."""

@@ -115,6 +115,7 @@ class Loop:
         cfg, step = self.cfg, metrics["step"]
         self.step = step
         metrics["workers"] = len(self.fleet.workers)
+        metrics["rollout_idle"] = self.fleet.idle_fraction()
         metrics["rollout_tokens"] = self.state.generated_tokens  # cumulative; the dashboard derives tokens/s
         self.run_dir.record({"kind": "step", **metrics}, self.store)
         if step % cfg.learner.sync_every == 0:
@@ -244,7 +245,9 @@ class Loop:
                 slots = list(self.fleet.workers.values())
                 parts = [requests[i :: len(slots)] for i in range(len(slots))]
                 refs = [s.handle.generate.remote(p) for s, p in zip(slots, parts, strict=True) if p]
+                started = time.monotonic()
                 rollouts = [r for batch in ray.get(refs) for r in batch]
+                self.fleet.add_busy((time.monotonic() - started) * len(refs))
                 self.grading_done(self.verifiers.collect(self.verifiers.submit(rollouts)))
                 depth = self.store.queue_depth()
                 if not on_rollouts or depth["undelivered"] + depth["pending"] >= needed:

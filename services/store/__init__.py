@@ -48,10 +48,11 @@ def open_store(cfg: StoreConfig, ray_actor_name: str | None = None, detached: bo
     """The store of run `cfg.run_name` (`PacedConfig` sets it to run.name when left out): a `RedisStore`
     when `cfg.url` is set, else the embedded one.
 
-    The embedded store is the Ray actor `ray_actor_name` (default `paced-store-{run_name}`) in the
-    caller's Ray namespace, created by the first caller and found by the others (Ray must be
-    initialised). A non-detached actor lives as long as the job that created it; a detached one
-    outlives it until `ray.kill`. Raises `StoreError` if the run's stored settings differ from `cfg`.
+    The embedded store is the Ray actor `ray_actor_name` (default `paced-store-{run_name}`) in the Ray
+    namespace `paced` whatever the caller's (so `paced dashboard` and `paced scale` find it), created by
+    the first caller and found by the others (Ray must be initialised). A non-detached actor lives as long
+    as the job that created it; a detached one outlives it until `ray.kill`. Raises `StoreError` if the
+    run's stored settings differ from `cfg`.
     """
     if cfg.run_name is None:
         raise StoreError("store.run_name is not set (a PacedConfig sets it to run.name)")
@@ -61,11 +62,14 @@ def open_store(cfg: StoreConfig, ray_actor_name: str | None = None, detached: bo
 
     import ray  # only the embedded store needs Ray
 
+    from services.cluster import NAMESPACE
+
     name = ray_actor_name or f"paced-store-{cfg.run_name}"
     actor = (
         ray.remote(MemoryStore)
         .options(
             name=name,
+            namespace=NAMESPACE,
             get_if_exists=True,
             lifetime="detached" if detached else None,
             max_concurrency=STORE_ACTOR_CONCURRENCY,
@@ -93,9 +97,11 @@ def attach_store(url: str | None, run_name: str) -> PassRateStore:
         return RedisStore.attach(url, run_name)
     import ray
 
+    from services.cluster import NAMESPACE
+
     name = f"paced-store-{run_name}"
     try:
-        actor = ray.get_actor(name)
+        actor = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError as err:
         raise StoreError(
             f"no embedded store {name!r} in the Ray cluster: is run {run_name!r} running "
