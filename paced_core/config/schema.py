@@ -210,7 +210,6 @@ class RolloutConfig(Section):
     seed: Int = 0
     num_cpus: Float = Field(default=1.0, ge=0.0)  # Ray resources per rollout actor
     num_gpus: Float = Field(default=0.0, ge=0.0)
-    logprobs: Bool = False  # return each sampled token's log-prob with the rollout (vllm backend)
     # The hf backend's KV cache: "dynamic" grows with the sequence; "static" is preallocated at prompt +
     # max_new_tokens, which lets CUDA graphs / torch.compile run on a GPU (on a CPU it only costs memory).
     hf_cache: Literal["dynamic", "static"] = "dynamic"
@@ -503,10 +502,6 @@ class PacedConfig(Section):
                         f"{section}.gguf_file",
                         "rollout.backend",
                     )
-        elif self.rollout.logprobs:
-            raise _conflict(
-                f"needs rollout.backend 'vllm', got {self.rollout.backend!r}", "rollout.logprobs", "rollout.backend"
-            )
         return self
 
     @model_validator(mode="after")

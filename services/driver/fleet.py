@@ -100,7 +100,6 @@ class RolloutFleet:
             worker_cls = VLLMRolloutWorker
             backend_args = {
                 "weight_transport": rollout.vllm.weight_transport,
-                "logprobs": rollout.logprobs,
             }
         request = "rollout" if role == "student" else "teacher reference"
         handle = (
