@@ -19,7 +19,7 @@ import numpy as np
 
 from paced_core.tasks import synthetic_arithmetic
 from services.pool import group_of
-from services.records import GradedRollout, Outcome, ProblemRef, Rollout
+from services.records import GradedRollout, Outcome, ProblemRef, Rollout, WorkerStatus
 from services.store.base import PassRateStore
 
 KERNEL = {"type": "beta", "a": 1.0, "b": 1.0}
@@ -140,9 +140,8 @@ class SimulatedRun:
         }
         self.store.append_metrics(row)
         for w in self.workers:
-            self.store.set_worker_status(
-                w, {"version": self.version, "state": "generating", "tokens_per_s": float(self.rng.uniform(300, 420))}
-            )
+            status = WorkerStatus(version=self.version, state="generating", tokens_per_s=self.rng.uniform(300, 420))
+            self.store.set_worker_status(w, status.model_dump())
         return row
 
     def evaluate(self) -> None:

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from services.dashboard import create_app, start_in_thread
 from services.dashboard.server import main as dashboard_main
-from services.records import Outcome
+from services.records import Outcome, WorkerStatus
 from services.store import MemoryStore, RedisStore
 from services.store.base import HIST_BUCKETS, bucket_of
 from services.store.redis_server import RedisServer, free_port
@@ -321,6 +321,26 @@ def test_bad_scale_bodies_are_422_with_a_message_and_write_nothing(fresh: RedisS
     r = client.post("/api/control/scale", json=body, headers=AUTH)
     assert r.status_code == 422 and r.json()["detail"][0]["msg"]
     assert fresh.desired_replicas("rollout") == 2
+
+
+def test_scale_above_the_runs_max_replicas_is_409_and_writes_nothing(fresh: RedisStore) -> None:
+    fresh.set_run_info({"run": fresh.run_name, "max_replicas": 8})
+    fresh.set_desired_replicas("rollout", 2)
+    client = TestClient(create_app(fresh, fresh.run_name, TOKEN))
+    r = client.post("/api/control/scale", json={"rollout": 9}, headers=AUTH)
+    assert r.status_code == 409 and "at most 8 rollout replicas (rollout.max_replicas" in r.json()["detail"]
+    assert fresh.desired_replicas("rollout") == 2
+    assert client.post("/api/control/scale", json={"rollout": 8}, headers=AUTH).status_code == 200
+
+
+def test_workers_starting_or_pending_are_not_counted_as_running(fresh: RedisStore) -> None:
+    for worker_id, state in [("student-1", "generating"), ("student-2", "idle"), ("student-3", "starting"),
+                             ("pending-1", "pending")]:  # fmt: skip
+        fresh.set_worker_status(worker_id, WorkerStatus(version=1, state=state).model_dump())
+    client = TestClient(create_app(fresh, fresh.run_name, None))
+    assert client.get("/api/summary").json()["workers"] == 2
+    states = {w["id"]: w["state"] for w in client.get("/api/workers").json()["workers"]}
+    assert states["pending-1"] == "pending" and states["student-3"] == "starting"
 
 
 def test_pause_and_resume(fresh: RedisStore) -> None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.security import HTTPBearer
 
 from services.dashboard import schema
 from services.dashboard.guard import TOKEN_ENV
 from services.store.base import PassRateStore
 
-ROLE = "rollout"  # the role whose replicas the driver reconciles (services.driver.ROLE)
+ROLE = "rollout"  # the role whose replicas the driver reconciles (services.driver.fleet.ROLE)
 # Documents the scheme in /openapi.json; the check itself is the Guard's. At module level: FastAPI
 # resolves the (string) annotations of dependencies in this module's globals.
 BEARER = HTTPBearer(auto_error=False, description=f"the dashboard token ({TOKEN_ENV})")
@@ -52,9 +52,17 @@ def add_control(app: FastAPI, store: PassRateStore, errors: dict[int | str, dict
     @control(
         "/api/control/scale",
         "set the desired rollout replica count",
-        {400: {"model": schema.ErrorOut, "description": "the body is not JSON"}},
+        {
+            400: {"model": schema.ErrorOut, "description": "the body is not JSON"},
+            409: {"model": schema.ErrorOut, "description": "above the run's rollout.max_replicas"},
+        },
     )
     def scale(body: schema.ScaleIn) -> schema.ControlOut:
+        cap = (store.run_info() or {}).get("max_replicas")
+        if isinstance(cap, int) and body.rollout > cap:
+            raise HTTPException(
+                409, f"this run allows at most {cap} rollout replicas (rollout.max_replicas in its config)"
+            )
         store.set_desired_replicas(ROLE, body.rollout)
         return state()
 

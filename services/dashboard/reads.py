@@ -121,7 +121,8 @@ def add_reads(
             mean_w=_ratio(mass, hist["seen"]),
             paused=store.paused(),
             desired_rollout=store.desired_replicas(ROLE),
-            workers=len(store.worker_statuses()),
+            # running workers: not the rows of workers starting or waiting for room (`pending`)
+            workers=sum(s.get("state") in ("idle", "generating") for s in store.worker_statuses().values()),
             queue=schema.QueueOut(**store.queue_depth()),
             accuracy=evals[-1].accuracy if evals else None,
             error=view.error,

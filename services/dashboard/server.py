@@ -26,7 +26,6 @@ from services.dashboard.guard import TOKEN_ENV
 from services.store.base import STORE_HELP, STORE_URL_ENV, PassRateStore
 
 START_TIMEOUT_S = 15.0
-RAY_NAMESPACE = "paced"  # where the driver keeps the embedded store actor (services.driver.NAMESPACE)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -133,9 +132,9 @@ def serve(
     from services.store import attach_store
 
     if store_url is None:
-        import ray  # only the embedded store needs Ray
+        from services.cluster import init_ray  # only the embedded store needs Ray
 
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto", namespace=RAY_NAMESPACE)
+        init_ray(address or os.environ.get("RAY_ADDRESS") or "auto")
     store = attach_store(store_url, run_name)
     sock = sock or listen(host, port)
     host = sock.getsockname()[0]
