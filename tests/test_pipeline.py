@@ -263,10 +263,17 @@ def test_resume_continues_with_the_same_step_count_and_optimizer_state(ray_clust
     assert first["steps"] == 4
     assert adam_steps(tmp_path / "checkpoints" / "step-000004") == 4
     cfg = small_config(tiny_models, "resume", steps=7, **{"learner.checkpoint_every": "2"})
-    second = run_driver(cfg, tmp_path, resume=True)
+    driver = Driver(cfg, tmp_path, resume=True)
+    try:
+        second = driver.run()
+        # The embedded store (a new actor: the first run's went with its driver) was restored from the
+        # checkpoint's snapshot and has the whole run's series again.
+        series = [r["step"] for r in driver.store.metrics() if r["kind"] == "step"]
+    finally:
+        driver.close()
     assert second["steps"] == 7
     steps = [r["step"] for r in read_steps(tmp_path)]
-    assert steps == [1, 2, 3, 4, 5, 6, 7]
+    assert steps == [1, 2, 3, 4, 5, 6, 7] and series == steps
     assert adam_steps(tmp_path / "checkpoints" / "step-000007") == 7
 
 

@@ -286,18 +286,6 @@ def test_unacked_entries_are_redelivered_to_the_same_consumer_after_a_restart(ba
     assert restarted.pull_graded("learner-1", count=2) == []  # another consumer's entries are not its own
 
 
-def test_reclaim_takes_over_entries_of_a_dead_consumer(store: PassRateStore) -> None:
-    ids = store.push_graded([graded(f"r{i}") for i in range(3)])
-    store.pull_graded("dead", count=3)
-    assert store.reclaim("alive", min_idle_ms=60_000) == []
-    time.sleep(0.05)
-    taken = store.reclaim("alive", min_idle_ms=20)
-    assert [e for e, _ in taken] == ids
-    assert [g.rollout.rollout_id for _, g in taken] == ["r0", "r1", "r2"]
-    assert store.ack(ids) == 3
-    assert store.queue_depth() == {"undelivered": 0, "pending": 0}
-
-
 def test_latest_rollouts_keep_the_newest_few_per_problem(store: PassRateStore) -> None:
     cap = store.settings().recent_cap
     store.push_graded([graded(f"a{i}", "qa") for i in range(cap + 2)] + [graded("b0", "qb")])
@@ -544,7 +532,8 @@ def test_a_restored_snapshot_has_the_state_it_was_taken_of(backend: Backend, set
     ids = [f"p{i}" for i in range(50)] + ["never"]
     depth = before.queue_depth()
     assert depth == {"undelivered": 7, "pending": 3}
-    waiting = [g.rollout.rollout_id for _, g in before.reclaim("x", 0) + before.pull_graded("y", count=100)]
+    # fill() left g2, g3, g4 pending at the learner; the rest was never handed out.
+    waiting = ["g2", "g3", "g4"] + [g.rollout.rollout_id for _, g in before.pull_graded("y", count=100)]
 
     after = backend.open(**settings)  # a fresh store (run) of the same settings: what a resumed run opens
     after.restore(before.snapshot())

@@ -167,6 +167,9 @@ class Driver:
             self.state.resumed_with_queue(depth["undelivered"] + depth["pending"])
             self.run_dir.drop_rows_after(step)
             self.store.drop_metrics_after(step)
+            if cfg.store.url is None:  # a restored embedded store has no metrics: the dashboard's series come back
+                for row in self.run_dir.rows():
+                    self.store.append_metrics(row)
         else:
             self.store.clear()
         self.store.register_problems([p.id for p in self.pool.train], [group_of(p) for p in self.pool.train])

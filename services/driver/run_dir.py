@@ -110,6 +110,11 @@ class RunDir:
         self._metrics = path.open("a")
         return dropped
 
+    def rows(self) -> list[dict[str, Any]]:
+        """Every metrics.jsonl row, oldest first."""
+        self._metrics.flush()
+        return [json.loads(line) for line in (self.path / METRICS).read_text().splitlines()]
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
         write_json(self.path / SUMMARY, summary)
         return self.path / SUMMARY

@@ -146,9 +146,9 @@ class PassRateStore(ABC):
     """The interface every backend implements; see the module docstring for what it holds.
 
     The graded-rollout queue is at-least-once. `pull_graded` first hands a consumer the entries it
-    was given before and never acked (its pending entries, e.g. from before a restart), then new
-    ones; `reclaim` moves entries that sat unacked too long at another (dead) consumer. So a
-    consumer may see an entry twice, and must `ack` each entry once it is done with it.
+    was given before and never acked (its pending entries, e.g. from before a restart: the learner is
+    the one consumer, and a new learner takes over the dead one's name), then new ones. So a consumer
+    may see an entry twice, and must `ack` each entry once it is done with it.
     """
 
     def __init__(self) -> None:
@@ -244,14 +244,6 @@ class PassRateStore(ABC):
     @abstractmethod
     def ack(self, entry_ids: Sequence[str]) -> int:
         """Mark entries done and drop them from the queue; return how many were pending."""
-
-    @abstractmethod
-    def reclaim(self, consumer: str, min_idle_ms: int) -> list[tuple[str, GradedRollout]]:
-        """Take over every entry pending (at any consumer) for at least `min_idle_ms`; return them.
-
-        For entries left by a consumer that died. Choose `min_idle_ms` above the longest time a live
-        consumer holds an entry, or entries in progress are taken from it (and seen twice).
-        """
 
     @abstractmethod
     def queue_depth(self) -> dict[str, int]:

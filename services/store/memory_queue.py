@@ -1,18 +1,10 @@
 """`GradedQueue`: the graded-rollout queue of a `MemoryStore`, with the semantics of a Redis stream and one
 consumer group: entries numbered 1, 2, ... (ids "0-<n>"), handed out once as new, pending at a consumer until
-acked, taken over by `reclaim`. Entries are GradedRollout JSON text; the store decodes them."""
+acked. Entries are GradedRollout JSON text; the store decodes them."""
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from dataclasses import dataclass
-
-
-@dataclass
-class _Pending:
-    consumer: str
-    delivered_at: float  # time.monotonic()
 
 
 class GradedQueue:
@@ -21,7 +13,7 @@ class GradedQueue:
     def __init__(self) -> None:
         self.entries: dict[int, str] = {}  # seq -> GradedRollout JSON, until acked
         self.undelivered: deque[int] = deque()
-        self.pending: dict[int, _Pending] = {}
+        self.pending: dict[int, str] = {}  # seq -> the consumer it was handed to
         self.next_seq = 1
 
     def push(self, text: str) -> str:
@@ -34,15 +26,14 @@ class GradedQueue:
 
     def pending_at(self, consumer: str, after: int, count: int) -> list[int]:
         """Up to `count` seqs pending at `consumer` after seq `after`, in order."""
-        return sorted(s for s, p in self.pending.items() if p.consumer == consumer and s > after)[:count]
+        return sorted(s for s, c in self.pending.items() if c == consumer and s > after)[:count]
 
     def deliver(self, consumer: str, count: int) -> list[int]:
         """Up to `count` undelivered seqs, oldest first, now pending at `consumer`."""
-        now = time.monotonic()
         out = []
         while self.undelivered and len(out) < count:
             seq = self.undelivered.popleft()
-            self.pending[seq] = _Pending(consumer, now)
+            self.pending[seq] = consumer
             out.append(seq)
         return out
 
@@ -53,14 +44,6 @@ class GradedQueue:
                 del self.entries[seq]
                 done += 1
         return done
-
-    def reclaim(self, consumer: str, min_idle_ms: int) -> list[int]:
-        """Every seq pending for at least `min_idle_ms`, now pending at `consumer`."""
-        now = time.monotonic()
-        seqs = sorted(s for s, p in self.pending.items() if (now - p.delivered_at) * 1000 >= min_idle_ms)
-        for s in seqs:
-            self.pending[s] = _Pending(consumer, now)
-        return seqs
 
     def depth(self) -> dict[str, int]:
         return {"undelivered": len(self.undelivered), "pending": len(self.pending)}

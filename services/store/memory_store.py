@@ -238,10 +238,6 @@ class MemoryStore(PassRateStore):
         with self._cond:
             return self._queue.ack(seqs)
 
-    def reclaim(self, consumer: str, min_idle_ms: int) -> list[tuple[str, GradedRollout]]:
-        with self._cond:
-            return self._entries(self._queue.reclaim(consumer, min_idle_ms))
-
     def queue_depth(self) -> dict[str, int]:
         with self._cond:
             return self._queue.depth()

@@ -60,9 +60,6 @@ class RayStoreClient(PassRateStore):
     def ack(self, entry_ids: Sequence[str]) -> int:
         return self._get(self._actor.ack.remote(list(entry_ids)))
 
-    def reclaim(self, consumer: str, min_idle_ms: int) -> list[tuple[str, GradedRollout]]:
-        return self._get(self._actor.reclaim.remote(consumer, min_idle_ms))
-
     def queue_depth(self) -> dict[str, int]:
         return self._get(self._actor.queue_depth.remote())
 

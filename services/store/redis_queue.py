@@ -104,19 +104,6 @@ class RedisQueue:
             return 0
         return int(self._ack(keys=[self._key("graded")], args=[GROUP, *entry_ids]))
 
-    def reclaim(self, consumer: str, min_idle_ms: int) -> list[tuple[str, GradedRollout]]:
-        key = self._key("graded")
-        out: list[tuple[str, GradedRollout]] = []
-        start = "0-0"
-        while True:
-            reply = self._with_group(
-                lambda s=start: self._r.xautoclaim(key, GROUP, consumer, min_idle_ms, start_id=s, count=1000)
-            )
-            out += self._decode(reply[1])
-            start = reply[0]
-            if start == "0-0":
-                return out
-
     def queue_depth(self) -> dict[str, int]:
         key = self._key("graded")
 
