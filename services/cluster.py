@@ -75,7 +75,8 @@ def cause_of(err: BaseException) -> str:
     while isinstance(err, RayTaskError) and err.cause is not None and err.cause is not err:
         err = err.cause
     if isinstance(err, RayActorError) and err.actor_init_failed:
-        raised = [line.strip() for line in str(err).splitlines() if _RAISED.match(line.strip())]
+        lines = [_ANSI.sub("", line).strip() for line in str(err).splitlines()]
+        raised = [line for line in lines if _RAISED.match(line)]
         if raised:
             return raised[-1]
     if isinstance(err, RayError):
@@ -83,5 +84,6 @@ def cause_of(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
-# A traceback's last line: `module.Type: message` (only for an actor whose constructor raised; see cause_of).
-_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b[^:]*:")
+# A traceback's last line, `module.Type: message` (only for an actor whose constructor raised; see cause_of).
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*: \S")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -28,14 +28,6 @@ from paced_core.config import ConfigError, PacedConfig, load_config
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-class Interrupted(Exception):
-    """A signal stopped the run before or after the training loop, where it cannot stop gracefully."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 def resolve_config(config: str | None, out: Path, overrides: list[str], resume: bool) -> PacedConfig:
     """The run's config. A new run: `config` with `overrides`. A resumed one: the run folder's config with
     `overrides`; a `config` given too must not differ from it except where `overrides` change it."""
@@ -46,7 +38,17 @@ def resolve_config(config: str | None, out: Path, overrides: list[str], resume: 
         if config is None:
             raise ConfigError(f"--config is needed: {saved} does not exist (is --out the run's folder?)")
         return load_config(config, overrides)
-    cfg = load_config(config, overrides) if config is not None else load_config(saved, overrides)
+    if config is None:
+        try:
+            return load_config(saved, overrides)
+        except ConfigError as err:
+            if "***" not in saved.read_text():
+                raise
+            raise ConfigError(
+                f"{err}\n{saved} keeps its secrets masked (store.url's password, dashboard.token): resume with "
+                f"--config FILE (the config the run started with) or give them with --set"
+            ) from err
+    cfg = load_config(config, overrides)
     if config is not None:
         differences = config_differences(yaml.safe_load(saved.read_text()), cfg.to_plain(), override_keys(overrides))
         if differences:
@@ -69,7 +71,7 @@ def run_command(argv: Sequence[str], prog: str = "python -m services.driver") ->
     if args.config is None and args.out is None:
         parser.error("give --config (and --out), or --out with --resume")
     try:
-        out = Path(args.out) if args.out else Path("runs") / load_config(args.config).run.name
+        out = Path(args.out) if args.out else Path("runs") / load_config(args.config, args.overrides).run.name
         cfg = resolve_config(args.config, out, args.overrides, args.resume)
     except ConfigError as err:
         print(f"paced: {err}", file=sys.stderr)
@@ -83,6 +85,8 @@ def _run(cfg: PacedConfig, out: Path, args: argparse.Namespace) -> int:
     from paced_core.tasks import TaskDataError
     from services.cluster import ActorStartTimeout, cause_of, init_ray
     from services.driver import Driver, PipelineError, preflight
+    from services.driver.dashboard import DashboardError
+    from services.driver.fleet import FleetError
     from services.driver.run_dir import RunDirError
     from services.models import ModelLoadError
     from services.store import StoreError
@@ -91,9 +95,14 @@ def _run(cfg: PacedConfig, out: Path, args: argparse.Namespace) -> int:
 
     driver: Driver | None = None
 
+    stopped_by: list[int] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if driver is None or not driver.stop(signum):
-            raise Interrupted(signum)
+            # KeyboardInterrupt, whichever the signal: it is what Ray lets out of a blocked ray.get / ray.wait
+            # (another exception raised in a handler there is printed and ignored).
+            stopped_by.append(signum)
+            raise KeyboardInterrupt
         name = signal.Signals(signum).name
         print(
             f"[paced] {name}: finishing the step in flight, then a checkpoint and the summary "
@@ -114,8 +123,8 @@ def _run(cfg: PacedConfig, out: Path, args: argparse.Namespace) -> int:
             summary = driver.run()
         finally:
             driver.close()
-    except (Interrupted, KeyboardInterrupt) as err:
-        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+    except KeyboardInterrupt:
+        signum = stopped_by[-1] if stopped_by else signal.SIGINT
         print(f"paced: stopped by {signal.Signals(signum).name} before a checkpoint could be taken; "
               f"{resume_hint} if {out / 'checkpoints'} holds one", file=sys.stderr)  # fmt: skip
         return EXIT_SIGNAL[signal.Signals(signum)]
@@ -132,6 +141,8 @@ def _run(cfg: PacedConfig, out: Path, args: argparse.Namespace) -> int:
         PipelineError,
         VerifierDied,
         ActorStartTimeout,
+        DashboardError,
+        FleetError,
         WeightSyncError,
         WeightTransportError,
         FileNotFoundError,

@@ -116,3 +116,20 @@ def test_a_run_resumed_after_sigint_continues_with_its_store_and_accounting(tmp_
                                          "rollouts_left_in_queue"))  # fmt: skip
     assert summary["rollouts_graded"] == accounted, summary
     assert summary["rollouts_used"] >= first["rollouts_used"]
+
+
+def test_a_signal_before_training_stops_the_run_at_once(tmp_path, tiny_models):
+    """Before the training loop there is nothing to finish: the run stops where it is (here while its
+    actors start, blocked inside Ray), with exit code 143 and one line, no traceback."""
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--out", str(out), *overrides(tiny_models, "early")]
+    proc = driver(args, logs)
+    deadline = time.monotonic() + 120
+    while "pool 144 problems" not in (logs / "stdout").read_text():  # the run's first line: actors start next
+        assert proc.poll() is None and time.monotonic() < deadline, (logs / "stderr").read_text()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    returncode, stderr = finished(proc, logs, 60)
+    assert returncode == 143, stderr[-3000:]
+    assert "paced: stopped by SIGTERM before a checkpoint could be taken" in stderr
+    assert "Traceback" not in stderr

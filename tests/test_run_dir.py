@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from paced_core.config import ConfigError, load_config
-from services.driver.accounting import RunState
+from services.driver.accounting import STATE_FILE, RunState
 from services.driver.run_dir import RunDir, RunDirError
 from services.launch import resolve_config
 from services.records import GradingReport
@@ -52,6 +52,20 @@ def test_redone_steps_replace_their_rows(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
 
+def test_a_half_written_last_row_is_dropped_on_resume(tmp_path):
+    store = MemoryStore()
+    run = RunDir(tmp_path, load_config(DEMO), resume=False)
+    run.record({"kind": "step", "step": 1}, store)
+    run.close()
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "step", "st')  # the driver was killed mid-write
+    resumed = RunDir(tmp_path, load_config(DEMO), resume=True)
+    assert resumed.drop_rows_after(1) == 0
+    resumed.record({"kind": "step", "step": 2}, store)
+    resumed.close()
+    assert [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+
+
 def started_run(tmp_path: Path, *overrides: str) -> Path:
     RunDir(tmp_path, load_config(DEMO, list(overrides)), resume=False).close()
     return tmp_path
@@ -77,6 +91,17 @@ def test_resume_takes_a_change_given_with_set(tmp_path):
     cfg = resolve_config(str(DEMO), out, ["learner.steps=500"], resume=True)
     assert cfg.learner.steps == 500
     assert resolve_config(None, out, ["learner.steps=500"], resume=True).learner.steps == 500
+    RunDir(out, cfg, resume=True).close()  # the resumed run keeps the change: the next --resume goes on with it
+    assert resolve_config(None, out, [], resume=True).learner.steps == 500
+
+
+def test_resume_names_the_masked_secrets_when_it_cannot_use_them(tmp_path):
+    out = started_run(tmp_path, "store.url=redis://:s3cret@127.0.0.1:6379/0")
+    assert "s3cret" not in (out / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"keeps its secrets masked .*--config FILE"):
+        resolve_config(None, out, [], resume=True)
+    given = resolve_config(None, out, ["store.url=redis://:s3cret@127.0.0.1:6379/0"], resume=True)
+    assert given.store.url.get_secret_value().endswith("@127.0.0.1:6379/0")
 
 
 def report(queued: int, graded: int) -> GradingReport:
@@ -91,10 +116,28 @@ def test_the_accounting_adds_up_across_segments(tmp_path):
     # The checkpoint saw 20 rollouts in the queue (40 - 16 - 4); the driver then died, and the store's queue
     # held 26 when the run was resumed (graded after the checkpoint, never trained on).
     state.save(tmp_path, queue_depth=20, train_loop_s=12.0)
-    resumed = RunState.load(tmp_path)
+    resumed = RunState.model_validate_json((tmp_path / STATE_FILE).read_text())
     resumed.resumed_with_queue(26)
     resumed.add_step({"used": 16}, [])
     left = 26 - 16
     assert resumed.rollouts_graded == resumed.used + resumed.dropped_stale + left
     assert (resumed.segments, resumed.train_loop_s, resumed.rollouts_recorded_only) == (2, 12.0, 8)
     assert resumed.trained_sequences_by_p == {"p0": 1, "between": 1, "p1": 0, "unknown": 1}
+
+
+def test_resume_takes_the_newest_checkpoint_the_driver_finished(tmp_path):
+    from services.driver.training import STORE_SNAPSHOT, resumable_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint under"):
+        resumable_checkpoint(tmp_path, embedded=True)
+    done, cut_short = tmp_path / "checkpoints" / "step-000002", tmp_path / "checkpoints" / "step-000004"
+    for ckpt in (done, cut_short):
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text("{}")
+    # The learner saved step 4 and marked it latest; the driver was killed before it added its files.
+    RunState(started_at=0.0).save(done, queue_depth=0, train_loop_s=1.0)
+    (done / STORE_SNAPSHOT).write_text("{}")
+    assert resumable_checkpoint(tmp_path, embedded=True) == done
+    RunState(started_at=0.0).save(cut_short, queue_depth=0, train_loop_s=2.0)
+    assert resumable_checkpoint(tmp_path, embedded=False) == cut_short
+    assert resumable_checkpoint(tmp_path, embedded=True) == done  # step 4 has no store snapshot

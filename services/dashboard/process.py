@@ -137,6 +137,9 @@ def start_in_process(
                 stderr=subprocess.STDOUT,
                 env=env,
                 pass_fds=(sock.fileno(),),
+                # Its own session: a Ctrl-C at the terminal goes to the run, which stops gracefully and then
+                # stops the dashboard, not to the dashboard at once.
+                start_new_session=True,
             )
     finally:
         sock.close()  # the child holds its own copy

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from services.driver.preflight import check_placement, preflight
 from services.driver.run_dir import RunDir
 from services.driver.sampling import sample_all
 from services.driver.summary import summarize, summary_line
-from services.driver.training import Training, restore_store
+from services.driver.training import Training, restore_store, resumable_checkpoint
 from services.pool import Pool, group_of, load_eval_sets, load_pool
 from services.records import GradingReport
 from services.scheduler import Scheduler
@@ -85,7 +86,8 @@ class Driver:
         )
         self.verifiers = VerifierPool(start_verifier, cfg.verifier.replicas, log)
         if self.resume:
-            log(f"resumed from {self.training.resume()} (step {first_step})")
+            self.training.resume(self.checkpoint)
+            log(f"resumed from {self.checkpoint} (step {first_step})")
         self.fleet = RolloutFleet(cfg, demand, self.training.sync, self.store, ray.put(self.pool.train), log)
         self.fleet.start(self.store.desired_replicas(ROLE))
         self.fleet.restarts, self.verifiers.restarts = self.state.actor_restarts, self.state.verifier_restarts
@@ -96,7 +98,7 @@ class Driver:
             log(f"warm-up: {cfg.pipeline.warmup_samples} samples of every problem to seed pass rates ...")
             self._sample(list(self.fleet.workers.values()), cfg.pipeline.warmup_samples, "student")
         self.evaluation = Evaluation(
-            cfg, self._heldout(), load_eval_sets(cfg.data), self.fleet, self.verifiers, self.store, log
+            cfg, self._heldout(), load_eval_sets(cfg.data), self.fleet, self.verifiers, self.store, self.run_dir, log
         )
         if self.state.before is None:  # else measured in the first segment of a resumed run
             self._evaluate_before()
@@ -144,12 +146,14 @@ class Driver:
         return True
 
     def close(self) -> None:
-        self.run_dir.close()
-        if self.dashboard is not None:
-            self.dashboard.stop()
-        for part in ("fleet", "verifiers", "training"):
-            if hasattr(self, part):
-                getattr(self, part).close()
+        """Stop what the run started; each part is stopped even when another fails (the first error is raised)."""
+        with contextlib.ExitStack() as parts:
+            parts.callback(self.run_dir.close)
+            if self.dashboard is not None:
+                parts.callback(self.dashboard.stop)
+            for part in ("training", "verifiers", "fleet"):  # stopped in the reverse order: fleet first
+                if hasattr(self, part):
+                    parts.callback(getattr(self, part).close)
 
     # ------------------------------------------------------------------ the steps of a run
 
@@ -159,10 +163,9 @@ class Driver:
         Returns the step the run starts from."""
         cfg, step = self.cfg, 0
         if self.resume:
-            step, state = restore_store(self.out, self.store, cfg.store.url is None)
-            if state is None:
-                log("the latest checkpoint has no run accounting (saved before it was written): counts restart")
-            self.state = state or RunState(started_at=time.time())
+            self.checkpoint = resumable_checkpoint(self.out, cfg.store.url is None)
+            step, state = restore_store(self.checkpoint, self.store, cfg.store.url is None)
+            self.state = state
             depth = self.store.queue_depth()
             self.state.resumed_with_queue(depth["undelivered"] + depth["pending"])
             self.run_dir.drop_rows_after(step)

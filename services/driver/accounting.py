@@ -3,8 +3,7 @@
     state = RunState(started_at=time.time())
     state.add_grading(report)                 # a verifier's report
     state.add_step(step)                      # a learner step's report
-    state.save(checkpoint_dir)                # beside every checkpoint ...
-    state = RunState.load(checkpoint_dir)     # ... and read back on --resume
+    state.save(checkpoint_dir, depth, loop_s)  # beside every checkpoint, read back on --resume
 
 The identity it keeps, for the rollouts queued for the learner:
 
@@ -95,12 +94,6 @@ class RunState(BaseModel):
         tmp = checkpoint / (STATE_FILE + ".tmp")
         tmp.write_text(state.model_dump_json(indent=2))
         os.replace(tmp, checkpoint / STATE_FILE)
-
-    @classmethod
-    def load(cls, checkpoint: Path) -> RunState | None:
-        """The state saved with `checkpoint`, or None for a checkpoint saved without one."""
-        path = checkpoint / STATE_FILE
-        return cls.model_validate_json(path.read_text()) if path.exists() else None
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

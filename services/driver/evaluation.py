@@ -5,7 +5,8 @@
     accs, solved = evaluation.sets("before")     # each of data.eval_sets; `solved` feeds the forgetting probe
 
 Evaluation has no actor of its own: the first rollout worker completes the problems and the first verifier
-grades them, recording nothing. Each result goes to the store's metrics (the dashboard's series).
+grades them, recording nothing. Each result is a metrics row (metrics.jsonl and the store's metrics, the
+dashboard's series).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import ray
 from paced_core.config import PacedConfig
 from paced_core.tasks import Problem
 from services.driver.fleet import RolloutFleet
+from services.driver.run_dir import RunDir
 from services.pool import group_of
 from services.store.base import PassRateStore
 from services.verifiers import VerifierPool
@@ -32,10 +34,11 @@ class Evaluation:
         fleet: RolloutFleet,
         verifiers: VerifierPool,
         store: PassRateStore,
+        run_dir: RunDir,
         log: Callable[[str], None],
     ) -> None:
         self.cfg, self.heldout_set, self.eval_sets = cfg, list(heldout), eval_sets
-        self.fleet, self.verifiers, self.store, self._log = fleet, verifiers, store, log
+        self.fleet, self.verifiers, self.store, self.run_dir, self._log = fleet, verifiers, store, run_dir, log
         k = cfg.pipeline.eval_samples
         self.metric = f"mean@{k}" if k > 1 else "greedy"
 
@@ -63,7 +66,7 @@ class Evaluation:
             return None
         acc, groups, version, _ = self.accuracy(self.heldout_set)
         row = {"version": version, "accuracy": acc, "by_group": groups, "time": time.time()}
-        self.store.append_metrics({"kind": "eval", **row})
+        self.run_dir.record({"kind": "eval", **row}, self.store)
         return row
 
     def sets(self, when: str, solved_before: dict[str, list[int]] | None = None) -> tuple[dict[str, float], dict]:
@@ -84,7 +87,5 @@ class Evaluation:
                     "accuracy_after": sum(per_problem[i] for i in solved) / len(solved) if solved else float("nan"),
                 }
             self._log(f"{name} {self.metric} accuracy {when}: {acc:.3f} on {len(problems)} problems")
-            self.store.append_metrics(
-                {"kind": "eval_set", "set": name, "accuracy": acc, "version": version, "time": time.time()}
-            )
+            self.run_dir.record({"kind": "eval_set", "set": name, "accuracy": acc, "version": version}, self.store)
         return results, extra

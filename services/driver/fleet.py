@@ -28,7 +28,7 @@ from ray.actor import ActorHandle
 
 from paced_core.config import PacedConfig
 from paced_core.tasks import get_template
-from services.cluster import await_start
+from services.cluster import await_start, cause_of
 from services.placement import Demand, start_report
 from services.records import RolloutRequest, WorkerStatus
 from services.rollout import HFRolloutWorker
@@ -38,6 +38,15 @@ from services.weight_sync import WeightSync
 
 ROLE = "rollout"
 """The role whose replica count the store holds (`paced scale --rollout N`, the dashboard's control)."""
+
+
+MAX_FAILED_STARTS = 3
+"""Rollout workers that fail to start this many times in a row, during the run, stop it (the cause is
+not going away: a model that does not load, a GPU out of memory)."""
+
+
+class FleetError(RuntimeError):
+    """The fleet cannot keep its workers; the message names the cause."""
 
 
 @dataclass
@@ -81,6 +90,7 @@ class RolloutFleet:
         self._seq = 0
         self.restarts = 0
         self.pending = 0
+        self._failed_starts = 0  # in a row, during the run
         self._busy_s, self._idle_mark = 0.0, time.monotonic()  # generation seconds since `idle_fraction`
 
     # ------------------------------------------------------------------ starting
@@ -148,7 +158,11 @@ class RolloutFleet:
         return slot
 
     def _join(self, slot: WorkerSlot) -> None:
-        self.sync.attach(slot.worker_id, slot.handle)  # it serves the latest weights before its first request
+        try:
+            self.sync.attach(slot.worker_id, slot.handle)  # it serves the latest weights before its first request
+        except BaseException:
+            ray.kill(slot.handle)
+            raise
         self.workers[slot.worker_id] = slot
         self.status(slot, "idle")
         self._log(f"rollout worker {slot.worker_id} started (serving version {self.sync.served(slot.worker_id)})")
@@ -214,12 +228,15 @@ class RolloutFleet:
             try:
                 ray.get(ref)
             except ray.exceptions.RayActorError as err:
-                self.restarts += 1
                 self.store.remove_worker_status(starting.slot.worker_id)
-                self._log(
-                    f"rollout worker {starting.slot.worker_id} failed to start ({type(err).__name__}); trying again"
-                )
+                self._failed_starts += 1
+                if self._failed_starts >= MAX_FAILED_STARTS:
+                    raise FleetError(
+                        f"{MAX_FAILED_STARTS} rollout workers in a row failed to start; the last: {cause_of(err)}"
+                    ) from err
+                self._log(f"rollout worker {starting.slot.worker_id} failed to start ({cause_of(err)}); trying again")
                 continue
+            self._failed_starts = 0
             self._join(starting.slot)
         timeout = self.cfg.pipeline.actor_start_timeout_s
         for worker_id, starting in list(self._starting.items()):
@@ -338,6 +355,9 @@ class RolloutFleet:
                 self.retire(slot)
 
     def close(self) -> None:
+        """Stop every actor; the rows of workers pending or starting go (the rest keep the version they ended on)."""
+        for row in [*self._pending_rows, *self._starting]:
+            self.store.remove_worker_status(row)
         for slot in [*self.workers.values(), *(s.slot for s in self._starting.values())]:
             ray.kill(slot.handle)
         self.workers.clear()

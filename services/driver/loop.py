@@ -76,6 +76,7 @@ class Loop:
         self.seconds = 0.0  # in the loop, this segment
         self.stopping = False
         self._last_metrics: dict[str, Any] = {}
+        self._inflight: dict[ray.ObjectRef, Event] = {}  # what the asynchronous loop waits for
         self._tokens0 = state.generated_tokens
         self._t0 = time.perf_counter()
 
@@ -121,6 +122,8 @@ class Loop:
         if step % cfg.learner.sync_every == 0:
             self.scheduler.set_policy_version(self.training.publish(metrics["version"]))
         if cfg.learner.checkpoint_every and step % cfg.learner.checkpoint_every == 0:
+            # Every rollout queued so far is counted first: the checkpoint's queue depth must match its counts.
+            self._collect_grading()
             self.training.checkpoint(self.counters(), self.store, self.state.train_loop_s + self._elapsed())
         if step % cfg.run.eval_every == 0 and step < cfg.learner.steps:
             self.record_eval(self.evaluation.heldout())
@@ -128,6 +131,12 @@ class Loop:
     def record_eval(self, row: dict[str, Any] | None) -> None:
         if row is not None:
             self.state.evals.append(EvalPoint(**row))
+
+    def _collect_grading(self) -> None:
+        """Wait for every grading job in flight and count it."""
+        for ref in [r for r, e in self._inflight.items() if e.kind == "grading"]:
+            del self._inflight[ref]
+            self.grading_done(self.verifiers.collect(ref))
 
     def _learner_died(self, err: RayActorError) -> None:
         """A new learner goes on from the latest checkpoint: the steps after it are redone, and their rows
@@ -185,7 +194,9 @@ class Loop:
 
     def _run_async(self) -> None:
         cfg = self.cfg
-        inflight: dict[ray.ObjectRef, Event] = {self.training.step(self._draw()): Event("step")}
+        inflight = self._inflight
+        if self.step < cfg.learner.steps:  # a resumed run may have no step left
+            inflight[self.training.step(self._draw())] = Event("step")
         last_log = last_reconcile = time.monotonic()
         while any(e.kind == "step" for e in inflight.values()):
             now = time.monotonic()
@@ -203,7 +214,9 @@ class Loop:
                     inflight[self.fleet.dispatch(slot, requests)] = Event("generation", slot)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             for ref in ready:
-                event = inflight.pop(ref)
+                event = inflight.pop(ref, None)
+                if event is None:  # a grading job a checkpoint collected already
+                    continue
                 if event.kind == "step":
                     try:
                         self._step_done(ray.get(ref))
@@ -224,9 +237,7 @@ class Loop:
             if time.monotonic() - last_log > cfg.run.log_every_s:
                 self._progress()
                 last_log = time.monotonic()
-        for ref, event in inflight.items():
-            if event.kind == "grading":
-                self.grading_done(self.verifiers.collect(ref))
+        self._collect_grading()
 
     def _run_sync(self) -> None:
         cfg = self.cfg
@@ -243,6 +254,11 @@ class Loop:
                 per_request = cfg.rollout.samples_per_problem
                 requests = self.scheduler.next_requests(max(1, -(-needed // per_request)), per_request)
                 slots = list(self.fleet.workers.values())
+                if not slots:  # a dead worker's replacement is still starting
+                    self.fleet.reconcile()
+                    self._check_stall(False)
+                    time.sleep(0.5)
+                    continue
                 parts = [requests[i :: len(slots)] for i in range(len(slots))]
                 refs = [s.handle.generate.remote(p) for s, p in zip(slots, parts, strict=True) if p]
                 started = time.monotonic()

@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from paced_core.config import PacedConfig, dump_config
 from services.driver.accounting import write_json
 from services.store.base import PassRateStore
@@ -79,13 +77,9 @@ class RunDir:
                 target = self.path / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
-        if not resume or not (self.path / CONFIG).exists():
-            (self.path / CONFIG).write_text(dump_config(cfg))
+        # On resume too: a change given with --set is what the next --resume continues with.
+        (self.path / CONFIG).write_text(dump_config(cfg))
         self._metrics = (self.path / METRICS).open("a" if resume else "w")
-
-    def saved_config(self) -> dict[str, Any] | None:
-        path = self.path / CONFIG
-        return yaml.safe_load(path.read_text()) if path.exists() else None
 
     def record(self, row: dict[str, Any], store: PassRateStore) -> None:
         """One metrics row, in metrics.jsonl and in the store's metrics (the dashboard's series)."""
@@ -96,24 +90,30 @@ class RunDir:
 
     def drop_rows_after(self, step: int) -> int:
         """Drop metrics.jsonl rows of steps after `step` (steps by `step`, evaluations by `version`), to be
-        redone; returns how many went."""
+        redone, and a last line a killed driver left half-written; returns how many rows went. The file is
+        replaced whole (written beside it, then renamed)."""
+        rows = self.rows()
         self._metrics.close()
         path = self.path / METRICS
-        kept, dropped = [], 0
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            if row.get("step", row.get("version", -1)) > step:
-                dropped += 1
-            else:
-                kept.append(line)
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = [row for row in rows if row.get("step", row.get("version", -1)) <= step]
+        tmp = path.with_name(METRICS + ".tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        tmp.replace(path)
         self._metrics = path.open("a")
-        return dropped
+        return len(rows) - len(kept)
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every metrics.jsonl row, oldest first."""
+        """Every metrics.jsonl row, oldest first; a half-written last line (a killed driver's) is left out."""
         self._metrics.flush()
-        return [json.loads(line) for line in (self.path / METRICS).read_text().splitlines()]
+        lines = (self.path / METRICS).read_text().splitlines()
+        rows = []
+        for number, line in enumerate(lines, 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise RunDirError(f"{self.path / METRICS}:{number}: not a JSON row") from None
+        return rows
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
         write_json(self.path / SUMMARY, summary)

@@ -23,7 +23,7 @@ from paced_core.config import PacedConfig
 from paced_core.schedule import LossSchedule
 from paced_core.tasks import Problem
 from services.cluster import await_start
-from services.driver.accounting import RunState
+from services.driver.accounting import STATE_FILE, RunState
 from services.learner import latest_checkpoint
 from services.learner_actor import learner_actor
 from services.placement import Demand
@@ -76,13 +76,9 @@ class Training:
         self.sync.publish(version)
         return version
 
-    def resume(self) -> Path:
-        """Load the latest checkpoint into the learner; FileNotFoundError when there is none."""
-        ckpt = latest_checkpoint(self.out)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+    def resume(self, ckpt: Path) -> None:
+        """Load checkpoint `ckpt` (`resumable_checkpoint`) into the learner."""
         ray.get(self.learner.load_checkpoint.remote(ckpt))
-        return ckpt
 
     def checkpoint(self, state: RunState, store: PassRateStore, loop_s: float) -> Path:
         """Save the learner's checkpoint, the run's accounting beside it and, for the embedded store
@@ -113,19 +109,29 @@ class Training:
         ray.kill(self.learner)
 
 
-def restore_store(out: Path, store: PassRateStore, embedded: bool) -> tuple[int, RunState | None]:
-    """For --resume: the step of the latest checkpoint under `out` and the run's accounting saved with
-    it (None for a checkpoint saved without it); an `embedded` store gets its snapshot back. Raises
-    FileNotFoundError when there is no checkpoint."""
-    ckpt = latest_checkpoint(out)
-    if ckpt is None:
-        raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
+def resumable_checkpoint(out: Path, embedded: bool) -> Path:
+    """The newest checkpoint under `out` that holds everything --resume needs: the learner's files, the
+    run's accounting and, for an `embedded` store, its snapshot. The learner marks a checkpoint latest
+    before the driver adds the last two, so a driver killed in between leaves the one before as the
+    newest complete one. FileNotFoundError, saying what is missing, when there is none."""
+    root = out / "checkpoints"
+    needed = [STATE_FILE, STORE_SNAPSHOT] if embedded else [STATE_FILE]
+    saved = sorted((d for d in root.glob("step-*") if d.is_dir() and not d.name.endswith(".tmp")), reverse=True)
+    for ckpt in saved:
+        if all((ckpt / name).exists() for name in needed):
+            return ckpt
+    if not saved:
+        raise FileNotFoundError(f"--resume: no checkpoint under {root}")
+    raise FileNotFoundError(
+        f"--resume: no checkpoint under {root} holds {' and '.join(needed)} (saved before the run kept its "
+        f"accounting{' and the embedded store' if embedded else ''}); start over with --overwrite"
+    )
+
+
+def restore_store(ckpt: Path, store: PassRateStore, embedded: bool) -> tuple[int, RunState]:
+    """For --resume from `ckpt` (a `resumable_checkpoint`): its step and the run's accounting saved with
+    it; an `embedded` store gets its snapshot back."""
     if embedded:
-        snapshot = ckpt / STORE_SNAPSHOT
-        if not snapshot.exists():
-            raise FileNotFoundError(
-                f"--resume: {ckpt} has no {STORE_SNAPSHOT}, so the embedded store's pass rates and teacher "
-                f"references cannot be restored (a checkpoint from before snapshots existed); start over"
-            )
-        store.restore(snapshot.read_text())
-    return json.loads((ckpt / "trainer_state.json").read_text())["step"], RunState.load(ckpt)
+        store.restore((ckpt / STORE_SNAPSHOT).read_text())
+    step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+    return step, RunState.model_validate_json((ckpt / STATE_FILE).read_text())
