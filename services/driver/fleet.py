@@ -31,8 +31,6 @@ from paced_core.tasks import get_template
 from services.cluster import await_start, cause_of
 from services.placement import Demand, start_report
 from services.records import RolloutRequest, WorkerStatus
-from services.rollout import HFRolloutWorker
-from services.rollout_vllm import VLLMRolloutWorker
 from services.store.base import PassRateStore
 from services.weight_sync import WeightSync
 
@@ -97,6 +95,11 @@ class RolloutFleet:
 
     def _create(self, role: str) -> WorkerSlot:
         """A new rollout actor (not yet answering): a student worker, or a teacher-reference one."""
+        # Imported here, not at the top: transformers and torch load only when a worker is made, so that the
+        # command line checks a config in a second or two (services.launch imports this package first).
+        from services.rollout import HFRolloutWorker
+        from services.rollout_vllm import VLLMRolloutWorker
+
         cfg = self.cfg
         self._seq += 1
         worker_id = f"{role}-{self._seq}"

@@ -9,7 +9,6 @@ import sys
 
 from paced_core.config import PacedConfig
 from services.driver.loop import PipelineError
-from services.models import check_model
 from services.placement import Demand, cluster_nodes, placement_problems, run_demand, vllm_version
 from services.pool import check_checker, load_eval_sets, load_pool
 from services.store import open_store
@@ -17,6 +16,8 @@ from services.store import open_store
 
 def preflight(cfg: PacedConfig) -> None:
     """Data (every problem gradable by its checker), model paths and weight files, vLLM, Redis."""
+    from services.models import check_model  # transformers: only once the config is valid
+
     check_checker(load_pool(cfg.data, seed=cfg.run.seed), load_eval_sets(cfg.data), cfg.verifier.checker)
     if cfg.rollout.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise PipelineError(

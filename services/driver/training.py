@@ -24,8 +24,6 @@ from paced_core.schedule import LossSchedule
 from paced_core.tasks import Problem
 from services.cluster import await_start
 from services.driver.accounting import STATE_FILE, RunState
-from services.learner import latest_checkpoint
-from services.learner_actor import learner_actor
 from services.placement import Demand
 from services.store.base import PassRateStore
 from services.weight_sync import WeightSync, make_sync
@@ -47,6 +45,9 @@ class Training:
 
     def _start(self) -> Any:
         """The learner, started: it answers once its models are loaded (a model that fails names itself)."""
+        # Imported here: torch and transformers load when the learner is made (see services.driver.fleet).
+        from services.learner_actor import learner_actor
+
         # Training steps one at a time; publishing (`weights`, pushes) on a thread of its own beside them.
         learner_cls = learner_actor(**self.demand.of("learner").options())
         learner = learner_cls.remote(self.cfg, self.pool, str(self.out))
@@ -96,6 +97,8 @@ class Training:
         """Replace a dead learner; it continues from the latest checkpoint (or from the start). Returns the
         version it serves; every rollout worker gets those weights next."""
         self._log(f"learner died ({type(err).__name__}); restarting it from the latest checkpoint")
+        from services.learner import latest_checkpoint
+
         self.learner = self._start()
         ckpt = latest_checkpoint(self.out)
         if ckpt is not None:
