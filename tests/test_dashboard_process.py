@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from services.dashboard import start_in_process
+from services.dashboard import start_in_process, start_in_thread
 from services.records import Outcome
 from services.store import MemoryStore, RayStoreClient, RedisStore
 
@@ -109,7 +109,7 @@ def test_the_dashboard_exits_when_the_process_that_started_it_is_killed(store: R
             "-c",
             textwrap.dedent(f"""
                 import time
-                from services.dashboard import start_in_process
+                from services.dashboard import start_in_process, start_in_thread
                 handle = start_in_process({redis_url!r}, {store.run_name!r}, "127.0.0.1", 0, None)
                 print(handle.pid, flush=True)
                 time.sleep(600)
@@ -141,11 +141,20 @@ def test_a_run_that_is_not_in_the_store_fails_at_once_with_the_childs_message(re
     assert time.monotonic() - started < 30
 
 
-def test_a_busy_port_is_an_os_error_naming_it(store: RedisStore, redis_url: str) -> None:
-    handle = start_in_process(redis_url, store.run_name, "127.0.0.1", 0, None)
+# The two ways to serve a run's dashboard: beside the caller (a thread) and in a process of its own.
+STARTERS = {
+    "thread": lambda store, url, port: start_in_thread(store, store.run_name, "127.0.0.1", port, None),
+    "process": lambda store, url, port: start_in_process(url, store.run_name, "127.0.0.1", port, None),
+}
+
+
+@pytest.mark.parametrize("how", STARTERS)
+def test_a_busy_port_is_an_os_error_naming_it(store: RedisStore, redis_url: str, how: str) -> None:
+    start = STARTERS[how]
+    handle = start(store, redis_url, 0)
     try:
         port = int(handle.url.rstrip("/").rsplit(":", 1)[1])
-        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
-            start_in_process(redis_url, store.run_name, "127.0.0.1", port, None)
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
+            start(store, redis_url, port)
     finally:
         handle.stop()

@@ -13,30 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from test_pipeline import small_run
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def overrides(models: dict[str, str], run_name: str) -> list[str]:
-    sets = {
-        "student.path": models["student"],
-        "teacher.path": models["teacher"],
-        "run.name": run_name,
-        "run.log_every_s": "1",
-        "run.eval_every": "1000",
-        "data.train.n": "160",
-        "learner.steps": "400",
-        "learner.batch_size": "16",
-        "learner.max_staleness": "1000",
-        "pipeline.problems_per_request": "8",
-        "pipeline.warmup_samples": "1",
-        "pipeline.eval_problems": "16",
-        "rollout.batch_size": "64",
-        "dashboard.enabled": "false",
-        "schedule": "{type: constant, loss: {kind: reverse_kl}}",
-        "scheduler.kernel": "{type: uniform}",
-    }
+    sets = {**small_run(models, run_name, steps=400), "learner.max_staleness": "1000", "dashboard.enabled": "false"}
     return [arg for k, v in sets.items() for arg in ("--set", f"{k}={v}")]
 
 

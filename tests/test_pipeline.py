@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def small_config(models: dict[str, str], run_name: str, steps: int = 6, redis_url: str | None = None, **extra: str):
-    overrides = {
+def small_run(models: dict[str, str], run_name: str, steps: int = 6) -> dict[str, str]:
+    """The overrides of configs/demo.yaml for a small run on the tiny random models."""
+    return {
         "student.path": models["student"],
         "teacher.path": models["teacher"],
         "run.name": run_name,
@@ -45,8 +46,11 @@ def small_config(models: dict[str, str], run_name: str, steps: int = 6, redis_ur
         "schedule": "{type: constant, loss: {kind: reverse_kl}}",
         # Random models solve nothing (p = 0 everywhere, PACED weight 0): uniform trains on every known problem.
         "scheduler.kernel": "{type: uniform}",
-        **extra,
     }
+
+
+def small_config(models: dict[str, str], run_name: str, steps: int = 6, redis_url: str | None = None, **extra: str):
+    overrides = {**small_run(models, run_name, steps), **extra}
     if redis_url:
         overrides["store.url"] = redis_url
     return load_config(REPO / "configs" / "demo.yaml", [f"{k}={v}" for k, v in overrides.items()])

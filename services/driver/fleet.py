@@ -138,23 +138,19 @@ class RolloutFleet:
         """Start `n` student workers and wait for each (a worker that fails to start stops the run, named);
         each serves the latest weights before its first request."""
         for _ in range(n):
-            slot = self._create("student")
-            await_start(
-                slot.handle,
-                f"rollout worker {slot.worker_id}",
-                self.demand.of("rollout"),
-                slot.handle.state.remote(),
-                self.cfg.pipeline.actor_start_timeout_s,
-            )
-            self._join(slot)
+            self._join(self._started("student", "rollout"))
 
     def teacher_worker(self) -> WorkerSlot:
         """A started teacher-reference worker (not part of the fleet: the caller kills it when done)."""
-        slot = self._create("teacher")
+        return self._started("teacher", "teacher reference")
+
+    def _started(self, role: str, request: str) -> WorkerSlot:
+        """A new worker of `role`, once its first call has returned (`await_start`, `request`'s resources)."""
+        slot = self._create(role)
         await_start(
             slot.handle,
             f"rollout worker {slot.worker_id}",
-            self.demand.of("teacher reference"),
+            self.demand.of(request),
             slot.handle.state.remote(),
             self.cfg.pipeline.actor_start_timeout_s,
         )
