@@ -6,6 +6,7 @@ paced run --config FILE [--out DIR] [--set ...] [--resume] [--overwrite]   run t
 paced scale --rollout N [--store URL] [--run NAME] [--address ADDR] [--wait S]   change the rollout replicas
 paced experiment FILE [--out DIR] [--quick] [--parallel N]   arms x seeds, then report.md (services.experiment)
 paced analyze snr --config FILE [--checkpoint DIR] ...       gradient SNR by pass rate (services.analyze_snr)
+paced plan FILE [--set ...] [--json]           what a run will ask Ray for, per actor and at its peak (services.plan)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("analyze", help="paced analyze snr: gradient SNR by pass rate (--help)", add_help=False)
     commands.add_parser("dashboard", help="serve the web dashboard of a run (paced dashboard --help)", add_help=False)
+    commands.add_parser("plan", help="what a run of FILE will ask Ray for (paced plan --help)", add_help=False)
     scale = commands.add_parser("scale", help="set the desired number of rollout actors of a running run")
     scale.add_argument("--rollout", type=int, required=True, metavar="N", help="desired rollout replicas (>= 0)")
     scale.add_argument("--store", default=os.environ.get(STORE_URL_ENV), help=STORE_HELP)
@@ -132,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.dashboard.server import main as dashboard_main
 
         return dashboard_main(argv[1:])
+    if argv[:1] == ["plan"]:
+        from services.plan import main as plan_main
+
+        return plan_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "scale":
         return scale(args)

@@ -20,6 +20,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import ray
 from ray.actor import ActorHandle
+from ray.client_builder import BaseContext
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from services.placement import ActorRequest, start_report
@@ -33,22 +34,46 @@ class ActorStartTimeout(RuntimeError):
 
 def init_ray(address: str | None = None) -> str:
     """Join `address` or the cluster named by RAY_ADDRESS; else start a local one on loopback. Returns the
-    address of the cluster joined (its GCS), which a second process (`paced dashboard`) can join too."""
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
-        else:
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(
-                address="local",  # a new cluster: never attach to another one already running on this machine
-                num_cpus=max(4, os.cpu_count() or 1),
-                include_dashboard=False,
-                namespace=NAMESPACE,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=True,
-            )
-    return ray.get_runtime_context().gcs_address
+    address of the cluster joined (its GCS), which a second process (`paced dashboard`) can join too. Prints
+    one line saying which cluster it is and how it was chosen (`auto` is the newest cluster started on this
+    machine, which may be another job's), naming its session, nodes and resources."""
+    if ray.is_initialized():
+        return ray.get_runtime_context().gcs_address
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        context = ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
+        how = "joined"
+        if address == "auto":
+            how += " (address auto: the newest Ray cluster started on this machine)"
+        elif address == os.environ.get("RAY_ADDRESS"):
+            how += f" (RAY_ADDRESS={address})"
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        context = ray.init(
+            address="local",  # a new cluster: never attach to another one already running on this machine
+            num_cpus=max(4, os.cpu_count() or 1),
+            include_dashboard=False,
+            namespace=NAMESPACE,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+        )
+        how = "started a local cluster"
+    gcs = ray.get_runtime_context().gcs_address
+    print(f"[paced] Ray: {how} at {gcs}: {_describe(context)}", flush=True)
+    return gcs
+
+
+def _describe(context: BaseContext) -> str:
+    """`session session_2026-..., 2 nodes, CPU 8, GPU 1, dashboard http://...`: enough to tell clusters apart."""
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    total = ray.cluster_resources()
+    info = getattr(context, "address_info", {})  # a Ray Client context (ray://) has none
+    session = os.path.basename(info.get("session_dir") or "") or "unknown"
+    parts = [f"session {session}", f"{len(nodes)} node" + ("" if len(nodes) == 1 else "s")]
+    parts += [f"{r} {total.get(r, 0.0):g}" for r in ("CPU", "GPU")]
+    if context.dashboard_url:
+        parts.append(f"dashboard http://{context.dashboard_url}")
+    return ", ".join(parts)
 
 
 def await_start(

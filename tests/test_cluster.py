@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import traceback
 
 import ray.exceptions as rex
@@ -31,3 +34,15 @@ def test_an_actor_that_died_in_its_constructor_is_named_by_its_error():
 def test_anything_else_is_its_first_line():
     assert cause_of(ValueError("bad\nmore")) == "ValueError: bad\nmore"
     assert cause_of(rex.GetTimeoutError("Get timed out\ndetail")) == "Get timed out"
+
+
+def test_init_ray_says_which_cluster_it_started():
+    code = "from services.cluster import init_ray; print(init_ray())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("[paced] Ray:"))
+    gcs = proc.stdout.splitlines()[-1]
+    assert re.fullmatch(
+        rf"\[paced\] Ray: started a local cluster at {re.escape(gcs)}: session session_[\w-]+, 1 node, CPU \d+, GPU 0",
+        line,
+    ), line
