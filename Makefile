@@ -38,6 +38,7 @@ test-vllm: system-deps
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 bench: setup
 	$(PY) -m benchmarks.run
