@@ -16,8 +16,9 @@ import time
 import httpx
 import numpy as np
 
+from paced_core.config.schema import BetaKernel
 from services.dashboard.server import start_in_thread
-from services.records import GradedRollout, Outcome, ProblemRef, Rollout
+from services.records import EvalRow, GradedRollout, Outcome, ProblemRef, Rollout, RunInfo, StepRow, WorkerStatus
 from services.store.redis_server import RedisServer
 from services.store.redis_store import RedisStore
 
@@ -54,23 +55,23 @@ def fill(store: RedisStore) -> list[str]:
         graded.append(GradedRollout(rollout=rollout, correct=True, extracted="42", reason="exact"))
     store.push_graded(graded)
     store.set_run_info(
-        {"run": "bench", "pool": PROBLEMS, "heldout": 0, "mode": "async", "started_at": time.time(),
-         "steps": STEPS, "kernel": {"type": "beta", "a": 1.0, "b": 1.0}}
-    )
+        RunInfo(run="bench", pool=PROBLEMS, heldout=0, mode="async", started_at=time.time(), steps=STEPS,
+                kernel=BetaKernel(), max_replicas=64)
+    )  # fmt: skip
     store.set_desired_replicas("rollout", 8)
     for w in range(8):
-        store.set_worker_status(f"student-{w + 1}", {"version": 3, "state": "generating", "tokens_per_s": 350.0})
+        store.set_worker_status(f"student-{w + 1}", WorkerStatus(version=3, state="generating", tokens_per_s=350.0))
     return ids
 
 
-def step_row(step: int, rng: np.random.Generator) -> dict:
+def step_row(step: int, rng: np.random.Generator) -> StepRow:
     p = rng.random(TRAINED_PER_STEP)
-    return {
-        "time": time.time(), "kind": "step", "step": step, "trained": True, "loss": 0.3, "loss_kind": "reverse_kl",
-        "sequences": "student", "grad_norm": 1.0, "lr": 1e-3, "tokens": 512, "waited_s": 0.2, "step_s": 1.3,
-        "staleness_mean": 0.7, "workers": 8, "rollout_tokens": step * 4_000, "rollout_idle": 0.1,
-        "trained_p": p.round(4).tolist(), "trained_loss": (0.5 - 0.4 * p).round(5).tolist(),
-    }
+    return StepRow(
+        time=time.time(), step=step, loss=0.3, loss_kind="reverse_kl", sequences="student", grad_norm=1.0, lr=1e-3,
+        tokens=512, waited_s=0.2, step_s=1.3, staleness_mean=0.7, workers=8, rollout_tokens=step * 4_000,
+        rollout_idle=0.1, trained_p=p.round(4).tolist(), trained_w=(p * (1 - p)).round(5).tolist(),
+        trained_ids=[f"q{i}" for i in range(TRAINED_PER_STEP)], trained_loss=(0.5 - 0.4 * p).round(5).tolist(),
+    )  # fmt: skip
 
 
 def p95_ms(client: httpx.Client, path: str) -> float:
@@ -97,7 +98,7 @@ def run() -> list[dict]:
                 for step in range(1, STEPS + 1):  # one histogram snapshot per step, as during a run
                     store.append_metrics(step_row(step, rng))
                     if step % 10 == 0:
-                        store.append_metrics({"kind": "eval", "version": step, "accuracy": 0.5, "by_group": {}})
+                        store.append_metrics(EvalRow(version=step, accuracy=0.5, by_group={}, time=time.time()))
                     view.refresh()
                 view.want_index()
                 start = time.perf_counter()

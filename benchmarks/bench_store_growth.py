@@ -30,7 +30,7 @@ import time
 
 import redis
 
-from services.records import GradedRollout, ProblemRef, Rollout
+from services.records import EvalRow, GradedRollout, ProblemRef, Rollout, StepRow, TeacherRef, WorkerStatus
 from services.store.base import METRICS_CAP
 from services.store.idempotency import ROLLOUT_IDS_KEPT
 from services.store.redis_queue import GROUP
@@ -82,17 +82,18 @@ def body_parts() -> list[tuple[str, str, str]]:
     return parts
 
 
-def step_rows(rng: random.Random, count: int) -> list[dict]:
-    """`count` demo-shaped step rows to cycle through (their step, version and time are set when written)."""
+def step_rows(rng: random.Random, count: int) -> list[StepRow]:
+    """`count` demo-shaped step rows to cycle through (their step and time are set when written)."""
     return [
-        {
-            "kind": "step", "trained": True, "loss": rng.random(), "loss_kind": "forward_kl", "sequences": "teacher",
-            "grad_norm": rng.random(), "lr": 1e-3, "tokens": 220, "waited_s": rng.random() / 50, "step_s": 0.12,
-            "staleness_mean": 0.0, "trained_p": [round(rng.random(), 4) for _ in range(TRAINED)],
-            "trained_w": [round(rng.random() / 4, 5) for _ in range(TRAINED)],
-            "trained_ids": [problem_id(rng.randrange(PROBLEMS)) for _ in range(TRAINED)],
-            "trained_loss": [round(rng.random() / 10, 5) for _ in range(TRAINED)],
-        }
+        StepRow(
+            step=1, time=0.0, loss=rng.random(), loss_kind="forward_kl", sequences="teacher",
+            grad_norm=rng.random(), lr=1e-3, tokens=220, waited_s=rng.random() / 50, step_s=0.12,
+            staleness_mean=0.0, trained_p=[round(rng.random(), 4) for _ in range(TRAINED)],
+            trained_w=[round(rng.random() / 4, 5) for _ in range(TRAINED)],
+            trained_ids=[problem_id(rng.randrange(PROBLEMS)) for _ in range(TRAINED)],
+            trained_loss=[round(rng.random() / 10, 5) for _ in range(TRAINED)],
+            workers=1, rollout_idle=0.1, rollout_tokens=0,
+        )
         for _ in range(count)
     ]  # fmt: skip
 
@@ -127,7 +128,7 @@ def simulate(steps: int) -> dict[int, int]:
             ids = [problem_id(i) for i in range(PROBLEMS)]
             store.register_problems(ids, [pid.split("-")[1] for pid in ids])
             for pid in ids:
-                store.put_teacher_refs(pid, [{"completion_ids": [5, 7, 1], "text": "-36\n", "version": 0}])
+                store.put_teacher_refs(pid, [TeacherRef(completion_ids=[5, 7, 1], text="-36\n", version=0)])
             for start in range(0, PROBLEMS * WARMUP_SAMPLES, 8_000):
                 store.record_packed(*block_of(min(8_000, PROBLEMS * WARMUP_SAMPLES - start), 0, queue=False))
             memory[0] = int(raw.info("memory")["used_memory"])
@@ -138,16 +139,16 @@ def simulate(steps: int) -> dict[int, int]:
                 store.ack(pending)
                 pending = deliver(keys=[graded], args=[GROUP, CONSUMER, PER_STEP * len(block)])
                 for step in block:
-                    store.append_metrics({**rows[step % len(rows)], "time": time.time(), "step": step, "version": step})
+                    store.append_metrics(rows[step % len(rows)].model_copy(update={"time": time.time(), "step": step}))
                     if step % EVAL_EVERY == 0:
-                        store.append_metrics({"time": time.time(), "kind": "eval", "version": step, "accuracy": 0.8,
-                                              "by_group": {f"L{g + 1}": 0.8 for g in range(GROUPS)}})  # fmt: skip
+                        store.append_metrics(EvalRow(version=step, accuracy=0.8, time=time.time(),
+                                                     by_group={f"L{g + 1}": 0.8 for g in range(GROUPS)}))  # fmt: skip
                     if step in SAMPLES_AT:
                         memory[step] = int(raw.info("memory")["used_memory"])
                         print(f"  step {step:>7,}: used_memory {memory[step] / 2**20:.1f} MiB", flush=True)
-                store.set_worker_status("rollout-0", {"version": block[-1], "state": "generating"})
+                store.set_worker_status("rollout-0", WorkerStatus(version=block[-1], state="generating"))
             store.ack(pending)
-            if sum(store.queue_depth().values()) != 0 or store.histogram()["seen"] != PROBLEMS:
+            if store.queue_depth().total != 0 or store.histogram()["seen"] != PROBLEMS:
                 raise RuntimeError(f"bench_store_growth: queue {store.queue_depth()}, {store.histogram()['seen']} seen")
             sizes = {k: raw.memory_usage(store._key(k), samples=0) or 0 for k in ("metrics", "rollout_ids")}
             print(

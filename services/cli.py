@@ -79,8 +79,9 @@ def scale(args: argparse.Namespace) -> int:
     except StoreError as err:
         print(f"paced scale: {err}", file=sys.stderr)
         return 1
-    cap = (store.run_info() or {}).get("max_replicas")
-    if isinstance(cap, int) and args.rollout > cap:
+    info = store.run_info()
+    cap = info.max_replicas if info else None
+    if cap is not None and args.rollout > cap:
         print(
             f"paced scale: run {args.run} allows at most {cap} rollout replicas (rollout.max_replicas in its "
             f"config), got {args.rollout}",
@@ -100,7 +101,7 @@ def fleet_report(store: PassRateStore, desired: int, wait_s: float) -> str:
     deadline = time.monotonic() + wait_s
     while True:
         statuses = store.worker_statuses()
-        states = Counter(str(s.get("state")) for s in statuses.values())
+        states = Counter(s.state for s in statuses.values())
         if len(statuses) == desired or time.monotonic() >= deadline:
             break
         time.sleep(0.5)
@@ -108,7 +109,7 @@ def fleet_report(store: PassRateStore, desired: int, wait_s: float) -> str:
         f"rollout workers: {states['idle'] + states['generating']} running, {states['starting']} starting, "
         f"{states['pending']} pending"
     )
-    pending = [s.get("detail") for s in statuses.values() if s.get("state") == "pending"]
+    pending = [s.detail for s in statuses.values() if s.state == "pending"]
     return line + (f" ({pending[0]})" if pending and pending[0] else "")
 
 

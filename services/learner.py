@@ -48,7 +48,7 @@ from paced_core.tasks import Problem
 from services.learner_batches import BatchSource
 from services.learner_loss import BatchLoss, check_plain_head
 from services.models import load_model, load_tokenizer, pick_device
-from services.records import ProblemRef
+from services.records import ProblemRef, StepCounts, StepReport, TrainedStep
 from services.store import open_store
 from services.store.base import PassRateStore
 
@@ -117,18 +117,11 @@ class Learner:
             self.student.parameters(), lr=lc.lr, betas=lc.betas, weight_decay=lc.weight_decay
         )
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.step = 0
-        self.version = 0
+        self.step = 0  # optimizer steps taken: the version of the weights (`services.records`)
         self._sender: PushSender | None = None  # with rollout.vllm.weight_transport nccl or ipc
         # Held while the weights change (optimizer step) or are read out (publish), which run on two threads.
         self._weights_lock = threading.Lock()
-        self.counts = {
-            "used": 0,
-            "dropped_stale": 0,
-            "dropped_offstage": 0,  # graded while the stage trained on teacher references
-            "teacher_sequences": 0,
-            "skipped_no_ref": 0,
-        }
+        self.counts = StepCounts().model_dump()  # since the learner started (`StepCounts` says what each is)
         self.idle_s = 0.0
         self.busy_s = 0.0
         self.tokens = 0
@@ -148,14 +141,14 @@ class Learner:
 
     # ------------------------------------------------------------------ training
 
-    def train_step(self, problems: Sequence[ProblemRef] | None = None, wait_s: float = 30.0) -> dict[str, Any]:
+    def train_step(self, problems: Sequence[ProblemRef] | None = None, wait_s: float = 30.0) -> StepReport:
         """One optimizer step. `problems`: the driver's draw, used when the stage trains on teacher references."""
         spec = self.schedule.loss_at(self.step)
         counts_before = dict(self.counts)
         waited = time.perf_counter()
         ack_ids: list[str] = []
         if spec.sequences == "student":
-            oldest_ok = self.version - self.cfg.learner.max_staleness
+            oldest_ok = self.step - self.cfg.learner.max_staleness
             seqs, ack_ids, stale = self.batches.student_batch(wait_s, oldest_ok)
             self.counts["dropped_stale"] += stale
         else:
@@ -168,19 +161,14 @@ class Learner:
         started = time.perf_counter()
         self.idle_s += started - waited
         if not seqs:
-            return {
-                "step": self.step,
-                "trained": False,
-                "waited_s": started - waited,
-                "loss_kind": spec.kind,
-                "counts": {k: v - counts_before[k] for k, v in self.counts.items()},
-            }
-        w, rate = self.batches.weights([s.problem_id for s in seqs], self.version)
+            return StepReport(
+                step=self.step, loss_kind=spec.kind, waited_s=started - waited, counts=self._since(counts_before)
+            )
+        w, rate = self.batches.weights([s.problem_id for s in seqs], self.step)
         loss, seq_loss, n_tokens = self.loss.accumulate(seqs, spec, w)
         with self._weights_lock:  # a publish running beside this step sees the weights before or after it
             grad_norm = self.apply_gradients()
             self.step += 1
-            self.version += 1
         if ack_ids:
             self.store.ack(ack_ids)
             self.counts["used"] += len(ack_ids)
@@ -189,38 +177,40 @@ class Learner:
         elapsed = time.perf_counter() - started
         self.busy_s += elapsed
         self.tokens += n_tokens
-        staleness = [self.version - 1 - s.version for s in seqs if s.version >= 0]
-        return {
-            "step": self.step,
-            "version": self.version,  # of the weights this step produced
-            "trained": True,
-            "loss": loss,
-            "loss_kind": spec.kind,
-            "sequences": spec.sequences,
-            "grad_norm": grad_norm,
-            "lr": self.lr_scheduler.get_last_lr()[0],
-            "tokens": n_tokens,
-            "waited_s": started - waited,
-            "step_s": elapsed,
-            "staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
-            # What this step did with the queue; the driver adds these up (they survive a learner crash).
-            "counts": {k: v - counts_before[k] for k, v in self.counts.items()},
-            # For the dashboard: which pass rates the learner trained on, and the loss at each.
-            # the estimate the weight used, c / n (null for a problem that was not known)
-            "trained_p": [None if np.isnan(r) else round(float(r), 4) for r in rate],
-            "trained_w": np.round(w, 5).tolist(),
-            "trained_ids": [s.problem_id for s in seqs],
-            "trained_loss": seq_loss.numpy().round(5).tolist(),
-        }
+        staleness = [self.step - 1 - s.version for s in seqs if s.version >= 0]
+        trained = TrainedStep(
+            loss=loss,
+            sequences=spec.sequences,
+            grad_norm=grad_norm,
+            lr=self.lr_scheduler.get_last_lr()[0],
+            tokens=n_tokens,
+            step_s=elapsed,
+            staleness_mean=float(np.mean(staleness)) if staleness else 0.0,
+            trained_p=[None if np.isnan(r) else round(float(r), 4) for r in rate],
+            trained_w=np.round(w, 5).tolist(),
+            trained_ids=[s.problem_id for s in seqs],
+            trained_loss=seq_loss.numpy().round(5).tolist(),
+        )
+        # The counts say what this step did with the queue; the driver adds them up (they survive a learner crash).
+        return StepReport(
+            step=self.step,
+            loss_kind=spec.kind,
+            waited_s=started - waited,
+            counts=self._since(counts_before),
+            trained=trained,
+        )
 
-    def apply_gradients(self) -> float:
+    def _since(self, before: dict[str, int]) -> StepCounts:
+        return StepCounts(**{k: v - before[k] for k, v in self.counts.items()})
+
+    def apply_gradients(self) -> float | None:
         """Clip the accumulated gradients (`learner.grad_clip`), step AdamW and the LR schedule; returns the
-        gradient norm before clipping (NaN without clipping)."""
+        gradient norm before clipping (None without clipping)."""
         clip = self.cfg.learner.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), clip) if clip else float("nan")
+        norm = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), clip)) if clip else None
         self.optimizer.step()
         self.lr_scheduler.step()
-        return float(norm)
+        return norm
 
     # ------------------------------------------------------------------ weights and checkpoints
 
@@ -234,7 +224,7 @@ class Learner:
         """
         dtype = getattr(torch, self.cfg.student.dtype)
         with self._weights_lock:
-            return self.version, {
+            return self.step, {
                 k: v.detach().to("cpu", dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
                 for k, v in self.student.state_dict().items()
             }
@@ -266,14 +256,13 @@ class Learner:
         if self._sender is None or worker_id not in self._sender.engines:
             raise RuntimeError(f"push_weights: rollout worker {worker_id} is not attached (attach_engine first)")
         with self._weights_lock:
-            return self._sender.send(self.version, worker_id)
+            return self._sender.send(self.step, worker_id)
 
     def stats(self) -> dict[str, Any]:
         total = self.idle_s + self.busy_s
         return {
             "pid": os.getpid(),
             "step": self.step,
-            "version": self.version,
             **self.counts,
             "idle_s": self.idle_s,
             "busy_s": self.busy_s,
@@ -300,7 +289,7 @@ class Learner:
             tmp / "trainer_state.pt",
         )
         (tmp / "trainer_state.json").write_text(
-            json.dumps({"step": self.step, "version": self.version, "counts": self.counts, "tokens": self.tokens})
+            json.dumps({"step": self.step, "counts": self.counts, "tokens": self.tokens})
         )
         os.replace(tmp, ckpt)
         (self.out_dir / "checkpoints" / "latest.json").write_text(json.dumps({"path": ckpt.name, "step": self.step}))
@@ -324,7 +313,7 @@ class Learner:
         self.lr_scheduler.load_state_dict({**trainer["lr_scheduler"], "lr_lambdas": [None]})
         torch.set_rng_state(trainer["torch_rng"])
         meta = json.loads((ckpt / "trainer_state.json").read_text())
-        self.step, self.version, self.tokens = meta["step"], meta["version"], meta["tokens"]
+        self.step, self.tokens = meta["step"], meta["tokens"]
         self.counts.update(meta["counts"])
 
 

@@ -133,7 +133,7 @@ class BatchSource:
         for i, p in enumerate(problems):
             options = refs.get(p.id) or []
             if options:
-                seqs.append(self.sequence(p.id, options[(step + i) % len(options)]["completion_ids"]))
+                seqs.append(self.sequence(p.id, options[(step + i) % len(options)].completion_ids))
         return seqs, len(problems) - len(seqs)
 
     def drop_queued(self) -> int:

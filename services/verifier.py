@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from paced_core.config import StoreConfig, VerifierConfig
 from paced_core.tasks import Problem
 from paced_core.verify import MathVerifier, Verdict, check_choice, check_exact
-from services.records import GradedRollout, GradingReport, Outcome, Rollout
+from services.records import GradedRollout, GradingReport, Outcome, Rollout, TeacherRef
 from services.store import open_store
 from services.store.base import PassRateStore
 
@@ -87,11 +87,12 @@ class Verifier:
         trainable = [g for g in student if g.rollout.train] if queue else []
         recorded = self.store.record_and_queue([Outcome.of(g) for g in student], trainable)
         kept_refs = 0
-        by_problem: dict[str, list[dict]] = {}
+        by_problem: dict[str, list[TeacherRef]] = {}
         for g in teacher:
             if g.correct:
-                by_problem.setdefault(g.rollout.problem.id, []).append(
-                    {"completion_ids": g.rollout.completion_ids, "text": g.rollout.text, "version": g.rollout.version}
+                r = g.rollout
+                by_problem.setdefault(r.problem.id, []).append(
+                    TeacherRef(completion_ids=r.completion_ids, text=r.text, version=r.version)
                 )
         for problem_id, refs in by_problem.items():
             self.store.put_teacher_refs(problem_id, refs)

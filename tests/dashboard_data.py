@@ -17,12 +17,50 @@ from typing import Any
 
 import numpy as np
 
+from paced_core.config.schema import BetaKernel
 from paced_core.tasks import synthetic_arithmetic
 from services.pool import group_of
-from services.records import GradedRollout, Outcome, ProblemRef, Rollout, WorkerStatus
+from services.records import (
+    EvalRow,
+    GradedRollout,
+    Outcome,
+    ProblemRef,
+    Rollout,
+    RunInfo,
+    StepCounts,
+    StepReport,
+    StepRow,
+    TrainedStep,
+    WorkerStatus,
+)
 from services.store.base import PassRateStore
 
-KERNEL = {"type": "beta", "a": 1.0, "b": 1.0}
+
+def run_info(run: str, pool: int = 400, steps: int = 40, **fields: Any) -> RunInfo:
+    """The run info the driver stores, for a run of `pool` problems and `steps` steps."""
+    values = dict(run=run, pool=pool, heldout=pool // 10, mode="async", started_at=time.time(), steps=steps,
+                  kernel=BetaKernel(), max_replicas=64)  # fmt: skip
+    return RunInfo(**(values | fields))
+
+
+def step_row(step: int, trained_p: list[float | None] | None = None, **fields: Any) -> StepRow:
+    """A driver step row of one step: plausible figures, `fields` replacing any of them."""
+    ps = [0.5, 0.25] if trained_p is None else trained_p
+    values = dict(
+        step=step, time=time.time(), loss=0.3, loss_kind="reverse_kl", sequences="student", grad_norm=1.0, lr=1e-3,
+        tokens=64, waited_s=0.2, step_s=1.3, staleness_mean=0.5, trained_p=ps, trained_w=[0.25] * len(ps),
+        trained_ids=[f"q{i}" for i in range(len(ps))], trained_loss=[0.4] * len(ps), workers=2, rollout_idle=0.1,
+        rollout_tokens=1_000 * step,
+    )  # fmt: skip
+    return StepRow(**(values | fields))
+
+
+def step_report(step: int, trained_p: list[float | None] | None, **counts: int) -> StepReport:
+    """The learner's report of a step with these queue `counts`; `trained_p` None: a step that trained nothing."""
+    trained = None
+    if trained_p is not None:
+        trained = TrainedStep(**step_row(step, trained_p).model_dump(include=set(TrainedStep.model_fields)))
+    return StepReport(step=step, loss_kind="reverse_kl", waited_s=0.1, counts=StepCounts(**counts), trained=trained)
 
 
 class SimulatedRun:
@@ -60,17 +98,7 @@ class SimulatedRun:
     def start(self) -> None:
         store = self.store
         store.register_problems([p.id for p in self.pool], [group_of(p) for p in self.pool])
-        store.set_run_info(
-            {
-                "run": self.run_name,
-                "pool": len(self.pool),
-                "heldout": len(self.pool) // 10,
-                "mode": "async",
-                "started_at": self.clock,
-                "steps": self.steps_total,
-                "kernel": KERNEL,
-            }
-        )
+        store.set_run_info(run_info(self.run_name, len(self.pool), self.steps_total, started_at=self.clock))
         store.set_desired_replicas("rollout", len(self.workers))
         self.sample(np.arange(len(self.pool)))
 
@@ -105,7 +133,7 @@ class SimulatedRun:
             self.store.ack([e for e, _ in entries])
         return outcomes
 
-    def train_step(self) -> dict[str, Any]:
+    def train_step(self) -> StepRow:
         """One simulated learner step: draw by w(p_hat), sample, record the driver's step row."""
         ids = [p.id for p in self.pool]
         p_hat = np.array([e.p_hat for e in self.store.estimates(ids)])
@@ -118,45 +146,35 @@ class SimulatedRun:
         self.step += 1
         self.version += 1
         self.clock += 2.0
-        row = {
-            "time": self.clock,
-            "kind": "step",
-            "step": self.step,
-            "trained": True,
-            "loss": float(trained_loss.mean()),
-            "loss_kind": "reverse_kl",
-            "sequences": "student",
-            "grad_norm": float(1.5 * math.exp(-self.step / 40) + 0.2),
-            "lr": 1e-3,
-            "tokens": int(len(trained_p) * 5),
-            "waited_s": float(self.rng.uniform(0.1, 0.6)),
-            "step_s": float(self.rng.uniform(1.2, 1.6)),
-            "staleness_mean": float(self.rng.uniform(0.3, 1.2)),
-            "trained_p": trained_p.round(4).tolist(),
-            "trained_loss": trained_loss.round(5).tolist(),
-            "workers": len(self.workers),
-            "rollout_tokens": self.rollout_tokens,
-            "rollout_idle": float(self.rng.uniform(0.05, 0.25)),
-        }
+        row = step_row(
+            self.step,
+            trained_p.round(4).tolist(),
+            time=self.clock,
+            loss=float(trained_loss.mean()),
+            grad_norm=float(1.5 * math.exp(-self.step / 40) + 0.2),
+            tokens=int(len(trained_p) * 5),
+            waited_s=float(self.rng.uniform(0.1, 0.6)),
+            step_s=float(self.rng.uniform(1.2, 1.6)),
+            staleness_mean=float(self.rng.uniform(0.3, 1.2)),
+            trained_w=(trained_p * (1 - trained_p)).round(5).tolist(),
+            trained_ids=[self.pool[int(i)].id for i in idx for _ in range(self.samples)],
+            trained_loss=trained_loss.round(5).tolist(),
+            workers=len(self.workers),
+            rollout_tokens=self.rollout_tokens,
+            rollout_idle=float(self.rng.uniform(0.05, 0.25)),
+        )
         self.store.append_metrics(row)
         for w in self.workers:
             status = WorkerStatus(version=self.version, state="generating", tokens_per_s=self.rng.uniform(300, 420))
-            self.store.set_worker_status(w, status.model_dump())
+            self.store.set_worker_status(w, status)
         return row
 
     def evaluate(self) -> None:
         levels = sorted({group_of(p) for p in self.pool})
         idx = np.arange(len(self.pool))
         by_level = {g: float(self.true_p(idx[[group_of(p) == g for p in self.pool]]).mean()) for g in levels}
-        self.store.append_metrics(
-            {
-                "kind": "eval",
-                "version": self.version,
-                "accuracy": float(np.mean(list(by_level.values()))),
-                "by_group": by_level,
-                "time": self.clock,
-            }
-        )
+        accuracy = float(np.mean(list(by_level.values())))
+        self.store.append_metrics(EvalRow(version=self.version, accuracy=accuracy, by_group=by_level, time=self.clock))
 
     def run(self, steps: int | None = None, eval_every: int = 10) -> None:
         for _ in range(self.steps_total if steps is None else steps):

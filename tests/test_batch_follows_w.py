@@ -63,15 +63,15 @@ def frozen_pool_run(tmp_path: Path, weighting: str, steps: int) -> tuple[Counter
     weights: list[float] = []
     trained_p: list = []
     for _ in range(steps):
-        while sum(store.queue_depth().values()) < cfg.learner.batch_size:
+        while store.queue_depth().total < cfg.learner.batch_size:
             # One sample per draw, so the trained sequences are independent draws (with n > 1 a problem's
             # samples come in clusters, which a chi-square test over sequences would misread).
             verifier.grade(worker.generate(scheduler.next_requests(64, 1)))
-        metrics = learner.train_step(wait_s=1.0)
-        assert metrics["trained"]
-        trained.update(metrics["trained_ids"])
-        weights.extend(metrics["trained_w"])
-        trained_p.extend(metrics["trained_p"])
+        step = learner.train_step(wait_s=1.0).trained
+        assert step is not None
+        trained.update(step.trained_ids)
+        weights.extend(step.trained_w)
+        trained_p.extend(step.trained_p)
     return trained, weights, trained_p, pool
 
 

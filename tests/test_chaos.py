@@ -67,14 +67,14 @@ def test_kills_and_a_redis_restart_in_one_run_lose_nothing(ray_cluster, tmp_path
         summary = run_while(driver, chaos)
         store = RedisStore.attach(server.url, "chaos")
         depth = store.queue_depth()
-        stream_steps = [r["step"] for r in store.metrics() if r["kind"] == "step"]
+        stream_steps = [r.step for r in store.metrics() if r.kind == "step"]
         store.close()
     assert sorted(done) == sorted(faults), f"seed {seed}: only {done} happened"
     assert summary["steps"] == STEPS
     assert (summary["verifier_restarts"], summary["learner_restarts"]) >= (1, 1), summary
     assert summary["actor_restarts"] >= 1, summary
     assert_every_graded_rollout_is_accounted_for(summary)
-    assert summary["rollouts_left_in_queue"] == depth["undelivered"] + depth["pending"]
+    assert summary["rollouts_left_in_queue"] == depth.total
     assert [r["step"] for r in read_steps(tmp_path / "run")] == list(range(1, STEPS + 1))
     assert stream_steps == list(range(1, STEPS + 1))
 

@@ -8,6 +8,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from dashboard_data import run_info
+
 from services.records import WorkerStatus
 from services.store import RedisStore
 
@@ -60,7 +62,7 @@ def test_scale_reads_the_store_url_from_the_environment(redis_url):
 def test_scale_refuses_a_count_above_the_runs_max_replicas(redis_url):
     run = f"scale-{uuid.uuid4().hex[:8]}"
     store = RedisStore(redis_url, run)
-    store.set_run_info({"run": run, "max_replicas": 4})
+    store.set_run_info(run_info(run, max_replicas=4))
     store.set_desired_replicas("rollout", 1)
     proc = paced("scale", "--rollout", "5", "--run", run, "--store", redis_url)
     assert proc.returncode == 2
@@ -73,9 +75,9 @@ def test_scale_reports_what_runs_and_what_waits_for_room(redis_url):
     run = f"scale-{uuid.uuid4().hex[:8]}"
     store = RedisStore(redis_url, run)
     store.set_desired_replicas("rollout", 1)
-    store.set_worker_status("student-1", WorkerStatus(version=3, state="generating").model_dump())
+    store.set_worker_status("student-1", WorkerStatus(version=3, state="generating"))
     waiting = "waiting for 6 CPUs free on the cluster"
-    store.set_worker_status("pending-1", WorkerStatus(version=-1, state="pending", detail=waiting).model_dump())
+    store.set_worker_status("pending-1", WorkerStatus(version=-1, state="pending", detail=waiting))
     proc = paced("scale", "--rollout", "2", "--run", run, "--store", redis_url)
     assert proc.returncode == 0, proc.stderr
     assert f"rollout workers: 1 running, 0 starting, 1 pending ({waiting})" in proc.stdout, proc.stdout

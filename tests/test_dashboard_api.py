@@ -16,9 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dashboard_data import SimulatedRun
+from dashboard_data import SimulatedRun, run_info, step_row
 from fastapi.testclient import TestClient
 
+from paced_core.config.schema import BetaKernel
 from services.dashboard import create_app, start_in_thread
 from services.dashboard.server import main as dashboard_main
 from services.records import Outcome, WorkerStatus
@@ -92,7 +93,7 @@ def test_histogram_is_the_stores_counters_with_w_of_p_and_the_learnability_mass(
 
 
 def test_histogram_follows_the_kernel_the_run_recorded(fresh: RedisStore) -> None:
-    fresh.set_run_info({"started_at": 1.0, "kernel": {"type": "beta", "a": 2, "b": 1}})
+    fresh.set_run_info(run_info(fresh.run_name, started_at=1.0, kernel=BetaKernel(a=2, b=1)))
     fresh.record_outcomes([Outcome(rollout_id=f"r{i}", problem_id="q", correct=i < 3, version=0) for i in range(4)])
     h = TestClient(create_app(fresh, fresh.run_name, None)).get("/api/histogram").json()
     assert h["kernel"]["formula"] == "p^2 (1-p)"
@@ -126,14 +127,14 @@ def test_history_keeps_one_snapshot_per_learner_step(fresh: RedisStore) -> None:
 
 def test_trained_distribution_and_loss_per_bucket_come_from_the_step_rows(api: TestClient, recorded) -> None:
     store, _ = recorded
-    steps = [r for r in store.metrics() if r["kind"] == "step"][-50:]
+    steps = [r for r in store.metrics() if r.kind == "step"][-50:]
     counts, losses = [0] * HIST_BUCKETS, [[] for _ in range(HIST_BUCKETS)]
     for row in steps:
-        for p, loss in zip(row["trained_p"], row["trained_loss"], strict=True):
+        for p, loss in zip(row.trained_p, row.trained_loss, strict=True):
             counts[bucket_of(p)] += 1
             losses[bucket_of(p)].append(loss)
     t = api.get("/api/trained").json()
-    assert (t["window_steps"], t["first_step"], t["last_step"]) == (len(steps), steps[0]["step"], steps[-1]["step"])
+    assert (t["window_steps"], t["first_step"], t["last_step"]) == (len(steps), steps[0].step, steps[-1].step)
     assert t["trained_counts"] == counts and t["sequences"] == sum(counts)
     assert t["pool_counts"] == store.histogram()["counts"]
     assert sum(t["trained_fraction"]) == pytest.approx(1) and sum(t["pool_fraction"]) == pytest.approx(1)
@@ -155,15 +156,15 @@ def test_groups_are_the_stores_histograms_by_group(api: TestClient, recorded) ->
 
 def test_series_has_one_point_per_step_with_rates_derived_from_the_rows(api: TestClient, recorded) -> None:
     store, _ = recorded
-    rows = [r for r in store.metrics() if r["kind"] == "step"]
+    rows = [r for r in store.metrics() if r.kind == "step"]
     s = api.get("/api/series").json()
     assert s["step"] == list(range(1, STEPS + 1))
     r = rows[4]
-    assert s["learner_tokens_per_s"][4] == pytest.approx(r["tokens"] / (r["waited_s"] + r["step_s"]))
-    assert s["learner_idle"][4] == pytest.approx(r["waited_s"] / (r["waited_s"] + r["step_s"]))
-    rate = (r["rollout_tokens"] - rows[3]["rollout_tokens"]) / (r["time"] - rows[3]["time"])
+    assert s["learner_tokens_per_s"][4] == pytest.approx(r.tokens / (r.waited_s + r.step_s))
+    assert s["learner_idle"][4] == pytest.approx(r.waited_s / (r.waited_s + r.step_s))
+    rate = (r.rollout_tokens - rows[3].rollout_tokens) / (r.time - rows[3].time)
     assert s["rollout_tokens_per_s"][0] is None and s["rollout_tokens_per_s"][4] == pytest.approx(rate)
-    assert s["staleness"][4] == pytest.approx(r["staleness_mean"])
+    assert s["staleness"][4] == pytest.approx(r.staleness_mean)
     assert [e["step"] for e in s["evals"]] == [10, 20, 30]
     assert all(0 <= e["accuracy"] <= 1 and set(e["by_group"]) == {"L1", "L2", "L3", "L4", "L5"} for e in s["evals"])
 
@@ -174,7 +175,7 @@ def test_series_is_thinned_to_max_points_keeping_the_last_step(api: TestClient) 
 
 
 def test_non_finite_metrics_are_served_as_null(fresh: RedisStore) -> None:
-    fresh.append_metrics({"kind": "step", "step": 1, "loss": float("nan"), "grad_norm": float("inf"), "tokens": 5})
+    fresh.append_metrics(step_row(1, loss=float("nan"), grad_norm=float("inf"), step_s=float("nan")))
     app = create_app(fresh, fresh.run_name, None)
     app.state.view.refresh()
     s = TestClient(app).get("/api/series").json()
@@ -232,7 +233,7 @@ def test_a_run_started_again_resets_the_views_caches(fresh: RedisStore) -> None:
     app = create_app(fresh, fresh.run_name, None)
     app.state.view.refresh()
     fresh.clear()
-    fresh.set_run_info({"started_at": time.time() + 1000})
+    fresh.set_run_info(run_info(fresh.run_name, started_at=time.time() + 1000))
     app.state.view.refresh()
     s = TestClient(app).get("/api/series").json()
     assert s["step"] == [] and s["evals"] == []
@@ -324,7 +325,7 @@ def test_bad_scale_bodies_are_422_with_a_message_and_write_nothing(fresh: RedisS
 
 
 def test_scale_above_the_runs_max_replicas_is_409_and_writes_nothing(fresh: RedisStore) -> None:
-    fresh.set_run_info({"run": fresh.run_name, "max_replicas": 8})
+    fresh.set_run_info(run_info(fresh.run_name, max_replicas=8))
     fresh.set_desired_replicas("rollout", 2)
     client = TestClient(create_app(fresh, fresh.run_name, TOKEN))
     r = client.post("/api/control/scale", json={"rollout": 9}, headers=AUTH)
@@ -336,7 +337,7 @@ def test_scale_above_the_runs_max_replicas_is_409_and_writes_nothing(fresh: Redi
 def test_workers_starting_or_pending_are_not_counted_as_running(fresh: RedisStore) -> None:
     for worker_id, state in [("student-1", "generating"), ("student-2", "idle"), ("student-3", "starting"),
                              ("pending-1", "pending")]:  # fmt: skip
-        fresh.set_worker_status(worker_id, WorkerStatus(version=1, state=state).model_dump())
+        fresh.set_worker_status(worker_id, WorkerStatus(version=1, state=state))
     client = TestClient(create_app(fresh, fresh.run_name, None))
     assert client.get("/api/summary").json()["workers"] == 2
     states = {w["id"]: w["state"] for w in client.get("/api/workers").json()["workers"]}

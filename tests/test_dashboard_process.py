@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from dashboard_data import run_info
 
 from services.dashboard import start_in_process, start_in_thread
 from services.records import Outcome
@@ -31,7 +32,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def store(redis_url: str) -> Iterator[RedisStore]:
     store = RedisStore(redis_url, run_name=f"proc-{uuid.uuid4().hex[:8]}")
-    store.set_run_info({"started_at": time.time(), "pool": 3})
+    store.set_run_info(run_info(store.run_name, pool=3))
     store.record_outcomes([Outcome(rollout_id=f"r{i}", problem_id="q", correct=i < 2, version=0) for i in range(4)])
     yield store
     store.clear()
@@ -89,7 +90,7 @@ def test_serves_the_embedded_store_of_a_run_in_the_ray_cluster(ray_cluster) -> N
     # Where the driver creates it: named paced-store-<run> in the namespace "paced".
     actor = ray.remote(MemoryStore).options(name=f"paced-store-{run}", namespace="paced").remote(run)
     embedded = RayStoreClient(actor)
-    embedded.set_run_info({"started_at": time.time()})
+    embedded.set_run_info(run_info("embedded"))
     embedded.record_outcomes([Outcome(rollout_id="r1", problem_id="q", correct=True, version=0)])
     handle = start_in_process(None, run, "127.0.0.1", 0, TOKEN)
     try:

@@ -145,7 +145,7 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
         seen_counts.append(len(driver.fleet.workers))
         # Keep three until the learner has recorded a step with them (starting actors can take longer
         # than a step on a loaded machine, so "three exist" alone does not mean a step saw them).
-        _when(lambda: '"workers": 3' in (tmp_path / "metrics.jsonl").read_text())
+        _when(lambda: any(r["workers"] == 3 for r in read_steps(tmp_path)))
         driver.store.set_desired_replicas(ROLE, 1)
         _when(lambda: len(driver.fleet.workers) == 1)
         seen_counts.append(len(driver.fleet.workers))
@@ -166,7 +166,7 @@ def test_scaling_past_capacity_starts_what_fits_and_never_blocks_the_loop(ray_cl
     seen: dict[str, object] = {}
 
     def pending_rows() -> int:
-        return sum(s.get("state") == "pending" for s in driver.store.worker_statuses().values())
+        return sum(s.state == "pending" for s in driver.store.worker_statuses().values())
 
     def steer() -> None:
         _when(lambda: driver.state.used > 0)
@@ -256,7 +256,7 @@ def test_killed_learner_continues_from_its_checkpoint(ray_cluster, tmp_path, tin
     # The restarted learner went on from its latest checkpoint (every 10 steps), redoing what came after;
     # the redone steps' rows replaced the first ones.
     assert [r["step"] for r in read_steps(tmp_path)] == list(range(1, 41))
-    assert [r["step"] for r in driver.store.metrics() if r["kind"] == "step"] == list(range(1, 41))
+    assert [r.step for r in driver.store.metrics() if r.kind == "step"] == list(range(1, 41))
     # The optimizer state came back too: Adam's step count equals the learner's step count.
     assert adam_steps(tmp_path / "checkpoints" / "step-000040") == 40
     assert_every_graded_rollout_is_accounted_for(summary)
@@ -272,7 +272,7 @@ def test_resume_continues_with_the_same_step_count_and_optimizer_state(ray_clust
         second = driver.run()
         # The embedded store (a new actor: the first run's went with its driver) was restored from the
         # checkpoint's snapshot and has the whole run's series again.
-        series = [r["step"] for r in driver.store.metrics() if r["kind"] == "step"]
+        series = [r.step for r in driver.store.metrics() if r.kind == "step"]
     finally:
         driver.close()
     assert second["steps"] == 7
@@ -334,7 +334,7 @@ def test_a_top_k_teacher_view_trains_and_a_k_past_the_vocabulary_is_refused(ray_
     )
     summary = run_driver(cfg, tmp_path / "topk")
     assert summary["steps"] == 6
-    losses = [r["loss"] for r in read_steps(tmp_path / "topk") if r.get("trained")]
+    losses = [r["loss"] for r in read_steps(tmp_path / "topk")]
     assert losses and all(0 < loss < float("inf") for loss in losses), losses
     too_big = small_config(tiny_models, "graph-topk-big", **{"teacher.logits": "topk", "teacher.topk": "100000"})
     with pytest.raises(Exception, match=r"teacher.topk \(100000\) must be below the vocabulary size"):

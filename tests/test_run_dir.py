@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from dashboard_data import step_report, step_row
 
 from paced_core.config import ConfigError, load_config
 from services.driver.accounting import STATE_FILE, RunState
 from services.driver.run_dir import RunDir, RunDirError
 from services.launch import resolve_config
-from services.records import GradingReport
+from services.records import EvalRow, GradingReport, row_version
 from services.store.memory_store import MemoryStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def test_a_new_run_refuses_a_folder_that_holds_a_run(tmp_path):
 
 def test_overwrite_starts_the_folder_over(tmp_path):
     first = RunDir(tmp_path, load_config(DEMO), resume=False)
-    first.record({"kind": "step", "step": 1}, MemoryStore())
+    first.record(step_row(1), MemoryStore())
     first.close()
     (tmp_path / "checkpoints" / "step-000001").mkdir(parents=True)
     RunDir(tmp_path, load_config(DEMO, ["learner.steps=7"]), resume=False, overwrite=True).close()
@@ -41,12 +42,13 @@ def test_redone_steps_replace_their_rows(tmp_path):
     store = MemoryStore()
     run = RunDir(tmp_path, load_config(DEMO), resume=False)
     for step in range(1, 6):
-        run.record({"kind": "step", "step": step}, store)
-    run.record({"kind": "eval", "version": 4, "accuracy": 0.5}, store)
+        run.record(step_row(step), store)
+    run.record(EvalRow(version=4, accuracy=0.5, by_group={}, time=0.0), store)
     run.close()
     resumed = RunDir(tmp_path, load_config(DEMO), resume=True)
     assert resumed.drop_rows_after(3) == 3  # steps 4 and 5, and the evaluation of version 4
-    resumed.record({"kind": "step", "step": 4}, store)
+    resumed.record(step_row(4), store)
+    assert [row_version(r) for r in resumed.rows()] == [1, 2, 3, 4]
     resumed.close()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
@@ -55,13 +57,13 @@ def test_redone_steps_replace_their_rows(tmp_path):
 def test_a_half_written_last_row_is_dropped_on_resume(tmp_path):
     store = MemoryStore()
     run = RunDir(tmp_path, load_config(DEMO), resume=False)
-    run.record({"kind": "step", "step": 1}, store)
+    run.record(step_row(1), store)
     run.close()
     with (tmp_path / "metrics.jsonl").open("a") as f:
         f.write('{"kind": "step", "st')  # the driver was killed mid-write
     resumed = RunDir(tmp_path, load_config(DEMO), resume=True)
     assert resumed.drop_rows_after(1) == 0
-    resumed.record({"kind": "step", "step": 2}, store)
+    resumed.record(step_row(2), store)
     resumed.close()
     assert [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [1, 2]
 
@@ -112,13 +114,13 @@ def report(queued: int, graded: int) -> GradingReport:
 def test_the_accounting_adds_up_across_segments(tmp_path):
     state = RunState(started_at=0.0)
     state.add_grading(report(queued=40, graded=48))
-    state.add_step({"used": 16, "dropped_stale": 4}, [0.0, 0.5, None])
+    state.add_step(step_report(1, [0.0, 0.5, None], used=16, dropped_stale=4))
     # The checkpoint saw 20 rollouts in the queue (40 - 16 - 4); the driver then died, and the store's queue
     # held 26 when the run was resumed (graded after the checkpoint, never trained on).
     state.save(tmp_path, queue_depth=20, train_loop_s=12.0)
     resumed = RunState.model_validate_json((tmp_path / STATE_FILE).read_text())
     resumed.resumed_with_queue(26)
-    resumed.add_step({"used": 16}, [])
+    resumed.add_step(step_report(2, None, used=16))
     left = 26 - 16
     assert resumed.rollouts_graded == resumed.used + resumed.dropped_stale + left
     assert (resumed.segments, resumed.train_loop_s, resumed.rollouts_recorded_only) == (2, 12.0, 8)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import socket
 import threading
@@ -13,10 +14,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from dashboard_data import run_info, step_row
 
 from paced_core.config import StoreConfig
 from paced_core.passrate import PassRateTracker
-from services.records import GradedRollout, Outcome, ProblemRef, Rollout
+from services.records import (
+    EvalRow,
+    GradedRollout,
+    Outcome,
+    ProblemRef,
+    QueueDepth,
+    Rollout,
+    TeacherRef,
+    WorkerStatus,
+    row_version,
+)
 from services.store import (
     MemoryStore,
     PassRateStore,
@@ -242,19 +254,19 @@ def test_pushed_rollouts_are_pulled_in_order_and_acked_away(store: PassRateStore
     assert [e for e, _ in first + second] == ids
     assert [g.rollout.rollout_id for _, g in first + second] == [f"r{i}" for i in range(5)]
     assert store.pull_graded("learner", count=3) == []
-    assert store.queue_depth() == {"undelivered": 0, "pending": 5}
+    assert store.queue_depth() == QueueDepth(undelivered=0, pending=5)
     assert store.ack(ids[:2]) == 2
     assert store.ack(ids[:2]) == 0
-    assert store.queue_depth() == {"undelivered": 0, "pending": 3}
+    assert store.queue_depth() == QueueDepth(undelivered=0, pending=3)
     store.ack(ids)
-    assert store.queue_depth() == {"undelivered": 0, "pending": 0}
+    assert store.queue_depth() == QueueDepth(undelivered=0, pending=0)
 
 
 def test_queue_depth_counts_undelivered_and_pending(store: PassRateStore) -> None:
-    assert store.queue_depth() == {"undelivered": 0, "pending": 0}
+    assert store.queue_depth() == QueueDepth(undelivered=0, pending=0)
     store.push_graded([graded(f"r{i}") for i in range(4)])
     store.pull_graded("learner", count=1)
-    assert store.queue_depth() == {"undelivered": 3, "pending": 1}
+    assert store.queue_depth() == QueueDepth(undelivered=3, pending=1)
 
 
 def test_pull_waits_for_a_push_up_to_block_ms(store: PassRateStore) -> None:
@@ -300,7 +312,7 @@ def test_latest_rollouts_keep_the_newest_few_per_problem(store: PassRateStore) -
 
 
 def test_teacher_refs_are_put_replaced_and_counted(store: PassRateStore) -> None:
-    refs = [{"token_ids": [1, 2, 3], "text": "x = 4", "version": 0}]
+    refs = [TeacherRef(completion_ids=[1, 2, 3], text="x = 4", version=0)]
     store.put_teacher_refs("q1", refs)
     store.put_teacher_refs("q2", refs * 2)
     store.put_teacher_refs("q2", refs)
@@ -310,15 +322,22 @@ def test_teacher_refs_are_put_replaced_and_counted(store: PassRateStore) -> None
 
 def test_metrics_are_capped_and_numbered_in_order(backend: Backend) -> None:
     store = backend.open(metrics_cap=5)
-    seqs = [store.append_metrics({"step": i, "loss": 1.0 / (i + 1)}) for i in range(8)]
+    seqs = [store.append_metrics(step_row(i, loss=1.0 / i)) for i in range(1, 9)]
     assert seqs == list(range(1, 9))
     rows = store.metrics()
-    assert [r["seq"] for r in rows] == [4, 5, 6, 7, 8]
-    assert [r["step"] for r in rows] == [3, 4, 5, 6, 7]
-    assert [r["seq"] for r in store.metrics(since_seq=6)] == [7, 8]
-    assert [r["seq"] for r in store.metrics(since_seq=0, limit=2)] == [4, 5]
+    assert [r.seq for r in rows] == [4, 5, 6, 7, 8]
+    assert [r.step for r in rows] == [4, 5, 6, 7, 8]
+    assert rows[0] == step_row(4, loss=0.25, time=rows[0].time, seq=4)  # every field comes back as written
+    assert [r.seq for r in store.metrics(since_seq=6)] == [7, 8]
+    assert [r.seq for r in store.metrics(since_seq=0, limit=2)] == [4, 5]
     with pytest.raises(ValueError, match="seq"):
-        store.append_metrics({"seq": 3})
+        store.append_metrics(step_row(9, seq=3))
+
+
+def test_a_diverged_loss_comes_back_as_nan(store: PassRateStore) -> None:
+    store.append_metrics(step_row(1, loss=float("nan"), grad_norm=float("inf")))
+    (row,) = store.metrics()
+    assert math.isnan(row.loss) and row.grad_norm == float("inf")
 
 
 def test_control_records_default_to_unset_and_keep_what_was_set(store: PassRateStore) -> None:
@@ -337,18 +356,19 @@ def test_control_records_default_to_unset_and_keep_what_was_set(store: PassRateS
 
 def test_worker_statuses_carry_last_seen_and_can_be_removed(store: PassRateStore) -> None:
     before = time.time()
-    store.set_worker_status("w0", {"state": "generating", "version": 3})
-    store.set_worker_status("w1", {"state": "idle"})
+    store.set_worker_status("w0", WorkerStatus(state="generating", version=3, tokens_per_s=250.0))
+    store.set_worker_status("w1", WorkerStatus(state="pending", version=-1, detail="no room"))
     statuses = store.worker_statuses()
-    assert statuses["w0"]["state"] == "generating" and statuses["w0"]["version"] == 3
-    assert before <= statuses["w0"]["last_seen"] <= time.time()
+    assert statuses["w0"].state == "generating" and statuses["w0"].version == 3
+    assert statuses["w0"].tokens_per_s == 250.0 and statuses["w1"].detail == "no room"
+    assert before <= statuses["w0"].last_seen <= time.time()
     store.remove_worker_status("w0")
     assert set(store.worker_statuses()) == {"w1"}
 
 
 def test_run_info_round_trips(store: PassRateStore) -> None:
     assert store.run_info() is None
-    info = {"pool_size": 2000, "started_at": 1.5, "config": {"store": {"window": 16}}}
+    info = run_info("demo", pool=2000, started_at=1.5)
     store.set_run_info(info)
     assert store.run_info() == info
 
@@ -360,7 +380,7 @@ def test_runs_do_not_see_each_others_data(backend: Backend) -> None:
     a, b = backend.open(), backend.open()
     a.record_outcomes([outcome("r0", "q")])
     a.push_graded([graded("r0")])
-    a.append_metrics({"x": 1})
+    a.append_metrics(step_row(1))
     a.set_paused(True)
     assert b.estimates(["q"])[0].n == 0
     assert b.histogram()["seen"] == 0
@@ -377,15 +397,15 @@ def test_clear_deletes_everything_of_the_run(store: PassRateStore) -> None:
     store.record_outcomes([outcome("r0", "q")])
     ids = store.push_graded([graded("r0"), graded("r1")])
     store.pull_graded("learner", count=1)
-    store.put_teacher_refs("q", [{"text": "t"}])
-    store.append_metrics({"x": 1})
+    store.put_teacher_refs("q", [TeacherRef(completion_ids=[1], text="t", version=0)])
+    store.append_metrics(step_row(1))
     store.set_desired_replicas("rollout", 2)
-    store.set_worker_status("w0", {})
-    store.set_run_info({"a": 1})
+    store.set_worker_status("w0", WorkerStatus(state="idle", version=0))
+    store.set_run_info(run_info("t"))
     store.clear()
     assert store.estimates(["q"])[0].n == 0
     assert store.histogram()["seen"] == 0 and store.histogram_by_group() == {}
-    assert store.queue_depth() == {"undelivered": 0, "pending": 0}
+    assert store.queue_depth() == QueueDepth(undelivered=0, pending=0)
     assert store.latest_rollouts("q") == [] and store.teacher_ref_count() == 0
     assert store.metrics() == [] and store.desired_replicas("rollout") is None
     assert store.worker_statuses() == {} and store.run_info() is None
@@ -430,6 +450,32 @@ def test_a_corrupt_queue_entry_raises_naming_its_key(redis_url: str) -> None:
         redis.Redis.from_url(redis_url).xadd(f"paced:{run}:graded", {"r": "{not json"})
         with pytest.raises(StoreCorrupt, match=f"paced:{run}:graded"):
             store.pull_graded("learner", count=10)
+    finally:
+        store.clear()
+        store.close()
+
+
+def test_records_that_are_not_what_the_code_writes_raise_naming_their_key(redis_url: str) -> None:
+    """Metrics rows, worker statuses, run info and teacher references are validated when read back."""
+    import redis
+
+    run = f"t-{uuid.uuid4().hex[:12]}"
+    store = RedisStore(redis_url, run_name=run)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        store.append_metrics(step_row(1))
+        raw.xadd(f"paced:{run}:metrics", {"row": json.dumps({"kind": "step", "step": "two"})}, id="0-*")
+        with pytest.raises(StoreCorrupt, match=f"paced:{run}:metrics entry 0-2"):
+            store.metrics()
+        raw.hset(f"paced:{run}:workers", "w9", json.dumps({"state": "asleep", "version": 1}))
+        with pytest.raises(StoreCorrupt, match=f"paced:{run}:workers field 'w9'"):
+            store.worker_statuses()
+        raw.set(f"paced:{run}:run_info", json.dumps({"run": "x"}))
+        with pytest.raises(StoreCorrupt, match=f"paced:{run}:run_info"):
+            store.run_info()
+        raw.hset(f"paced:{run}:teacher_refs", "q", json.dumps([{"text": "no ids"}]))
+        with pytest.raises(StoreCorrupt, match=f"paced:{run}:teacher_refs field 'q'"):
+            store.get_teacher_refs(["q"])
     finally:
         store.clear()
         store.close()
@@ -502,10 +548,10 @@ def fill(store: PassRateStore, rng: random.Random) -> None:
     store.record_and_queue([Outcome.of(g) for g in batch], batch)
     pulled = store.pull_graded("learner", count=5)
     store.ack([e for e, _ in pulled[:2]])
-    store.put_teacher_refs("p1", [{"completion_ids": [1, 2], "text": "12", "version": 0}])
+    store.put_teacher_refs("p1", [TeacherRef(completion_ids=[1, 2], text="12", version=0)])
     store.set_desired_replicas("rollout", 3)
     store.set_paused(True)
-    store.set_run_info({"run": "demo", "pool": 40, "started_at": 12.5})
+    store.set_run_info(run_info("demo", pool=40, started_at=12.5))
 
 
 def state_of(store: PassRateStore, problem_ids: list[str]) -> dict[str, Any]:
@@ -531,14 +577,14 @@ def test_a_restored_snapshot_has_the_state_it_was_taken_of(backend: Backend, set
     fill(before, random.Random(5))
     ids = [f"p{i}" for i in range(50)] + ["never"]
     depth = before.queue_depth()
-    assert depth == {"undelivered": 7, "pending": 3}
+    assert depth == QueueDepth(undelivered=7, pending=3)
     # fill() left g2, g3, g4 pending at the learner; the rest was never handed out.
     waiting = ["g2", "g3", "g4"] + [g.rollout.rollout_id for _, g in before.pull_graded("y", count=100)]
 
     after = backend.open(**settings)  # a fresh store (run) of the same settings: what a resumed run opens
     after.restore(before.snapshot())
     assert state_of(after, ids) == state_of(before, ids)
-    assert after.queue_depth() == {"undelivered": 10, "pending": 0}  # pending entries handed out again
+    assert after.queue_depth() == QueueDepth(undelivered=10, pending=0)  # pending entries handed out again
     assert [g.rollout.rollout_id for _, g in after.pull_graded("learner", count=100)] == waiting
     # The same rollout graded again after the resume is still a duplicate.
     regraded = graded("g3", "p3", version=3)
@@ -557,7 +603,7 @@ def test_a_snapshot_restores_into_the_other_backend(backend: Backend, redis_url:
     try:
         other.restore(source.snapshot())
         assert state_of(other, ids) == state_of(source, ids)
-        assert sum(other.queue_depth().values()) == sum(source.queue_depth().values())
+        assert other.queue_depth().total == source.queue_depth().total
     finally:
         other.clear()
         other.close()
@@ -580,19 +626,17 @@ def test_restore_refuses_a_snapshot_of_other_settings_or_not_a_snapshot_and_chan
 
 def test_drop_metrics_after_removes_the_rows_of_later_steps_and_numbering_goes_on(store: PassRateStore) -> None:
     for step in range(1, 11):
-        store.append_metrics({"kind": "step", "step": step, "loss": 1.0 / step})
+        store.append_metrics(step_row(step, loss=1.0 / step))
         if step % 5 == 0:
-            store.append_metrics({"kind": "eval", "version": step, "accuracy": 0.5})
-    store.append_metrics({"kind": "note"})  # of no step: kept
+            store.append_metrics(EvalRow(version=step, accuracy=0.5, by_group={}, time=time.time()))
     assert store.drop_metrics_after(6) == 5  # steps 7..10 and the eval of version 10
     rows = store.metrics()
-    assert [(r["kind"], r.get("step", r.get("version"))) for r in rows] == [
+    assert [(r.kind, row_version(r)) for r in rows] == [
         *[("step", s) for s in range(1, 6)],
         ("eval", 5),
         ("step", 6),
-        ("note", None),
     ]
     assert store.drop_metrics_after(6) == 0
-    seq = store.append_metrics({"kind": "step", "step": 7})
-    assert seq == 14 and [r["seq"] for r in store.metrics(since_seq=rows[-1]["seq"])] == [14]
-    assert [r["step"] for r in store.metrics(since_seq=rows[3]["seq"], limit=2) if r["kind"] == "step"] == [5]
+    seq = store.append_metrics(step_row(7))
+    assert seq == 13 and [r.seq for r in store.metrics(since_seq=rows[-1].seq)] == [13]
+    assert [r.step for r in store.metrics(since_seq=rows[3].seq, limit=2) if r.kind == "step"] == [5]

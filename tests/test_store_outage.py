@@ -50,3 +50,36 @@ def test_an_outage_past_outage_s_stops_with_the_url(server):
     with pytest.raises(StoreUnavailable, match=r"store at redis://127\.0\.0\.1:\d+/0 has been unreachable for \d+ s"):
         store.estimates(["q"])
     assert time.monotonic() - started < 10
+
+
+def test_the_dashboard_says_the_store_is_down_within_seconds_and_recovers(server, capsys):
+    """The dashboard's own reads wait out only `DASHBOARD_OUTAGE_S`: during an outage every endpoint answers
+    503 at once, saying the store is unreachable and that the run waits for it; once Redis is back, the same
+    page reads the run again."""
+    from dashboard_data import SimulatedRun
+    from fastapi.testclient import TestClient
+
+    from services.dashboard import create_app
+    from services.dashboard.server import DASHBOARD_OUTAGE_S, dashboard_store
+
+    run = SimulatedRun(RedisStore(server.url, run_name="outage-page"), "outage-page", problems=40, steps=3)
+    run.start()
+    run.run()
+    store = dashboard_store(server.url, "outage-page")
+    client = TestClient(create_app(store, "outage-page", None))
+    assert client.get("/api/summary").json()["step"] in (None, 3)
+    server.stop()
+    time.sleep(client.app.state.view.poll_s + 0.2)  # past the answers shared for one poll
+    try:
+        for path in ("/api/summary", "/api/workers", "/api/histogram"):
+            started = time.monotonic()
+            answer = client.get(path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert time.monotonic() - started < DASHBOARD_OUTAGE_S + 5
+            detail = answer.json()["detail"]
+            assert "unreachable" in detail and "the run waits for it" in detail and "outage-page" in detail
+    finally:
+        server.start()
+    assert client.get("/api/summary").status_code == 200
+    assert client.get("/api/workers").json()["workers"]  # the data survived (AOF)
+    assert "the dashboard waits for it" in capsys.readouterr().out  # its own log says whose reads wait

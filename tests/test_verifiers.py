@@ -64,7 +64,7 @@ def test_a_killed_verifier_is_replaced_and_its_batches_graded_again(pool):
     assert (b.graded, b.recorded, b.queued) == (10, 10, 10)
     assert verifiers.restarts == 1 and verifiers.actors[0] is not dead
     assert logged and "verifier 1 died" in logged[0]
-    assert store.queue_depth()["undelivered"] == 20
+    assert store.queue_depth().undelivered == 20
     assert sum(e.n for e in store.estimates([p.id for p in POOL])) == 20
 
 
@@ -84,7 +84,7 @@ def test_a_batch_graded_again_after_it_was_written_counts_nothing_twice(pool):
     again = verifiers.collect(verifiers.submit(batch))
     assert first.recorded == 8 and again.recorded == 0
     assert first.queued == again.queued == 8  # in the queue, once
-    assert store.queue_depth()["undelivered"] == 8
+    assert store.queue_depth().undelivered == 8
     assert sum(e.n for e in store.estimates([p.id for p in POOL])) == 8
 
 
@@ -105,6 +105,6 @@ def test_verifiers_that_keep_dying_on_one_batch_stop_with_a_message(ray_cluster)
         with pytest.raises(VerifierDied, match=rf"verifier 1 died {MAX_DEATHS_PER_JOB} times in a row on one grade"):
             verifiers.collect(verifiers.submit(rollouts(3)))
         assert len(starts) == 1 + MAX_DEATHS_PER_JOB
-        assert store.queue_depth()["undelivered"] == 0
+        assert store.queue_depth().undelivered == 0
     finally:
         verifiers.close()

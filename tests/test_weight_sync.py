@@ -92,9 +92,9 @@ def train_one_step(store, learner) -> int:
         for i, p in enumerate(POOL[:4])
     ]  # fmt: skip
     store.push_graded(graded)
-    metrics = ray.get(learner.train_step.remote(None, 2.0))
-    assert metrics["trained"]
-    return metrics["version"]
+    report = ray.get(learner.train_step.remote(None, 2.0))
+    assert report.trained is not None
+    return report.step
 
 
 def test_object_store_sync_confirms_each_version_without_waiting(parts):

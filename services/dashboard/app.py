@@ -74,8 +74,15 @@ def create_app(
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, err: StoreError) -> JSONResponse:
-        status = 503 if isinstance(err, StoreUnavailable) else 500
-        return JSONResponse({"detail": f"store of run {run_name!r}: {err}"}, status_code=status)
+        if isinstance(err, StoreUnavailable):  # an outage: the run's own actors wait it out (store.outage_s)
+            cause = f" ({type(err.__cause__).__name__})" if err.__cause__ is not None else ""
+            where = getattr(store, "url", "its Redis")
+            detail = (
+                f"the store of run {run_name!r} at {where} is unreachable{cause}: the run waits for it (its "
+                f"store.outage_s) and goes on when it is back; this page keeps trying"
+            )
+            return JSONResponse({"detail": detail}, status_code=503)
+        return JSONResponse({"detail": f"store of run {run_name!r}: {err}"}, status_code=500)
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)

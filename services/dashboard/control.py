@@ -58,8 +58,9 @@ def add_control(app: FastAPI, store: PassRateStore, errors: dict[int | str, dict
         },
     )
     def scale(body: schema.ScaleIn) -> schema.ControlOut:
-        cap = (store.run_info() or {}).get("max_replicas")
-        if isinstance(cap, int) and body.rollout > cap:
+        info = store.run_info()
+        cap = info.max_replicas if info else None
+        if cap is not None and body.rollout > cap:
             raise HTTPException(
                 409, f"this run allows at most {cap} rollout replicas (rollout.max_replicas in its config)"
             )

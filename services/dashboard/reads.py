@@ -27,28 +27,26 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from paced_core.config import KernelSpec
+from paced_core.config.schema import BetaKernel
 from paced_core.weighting import Kernel
 from services.dashboard import schema
 from services.dashboard.answers import SharedAnswers
 from services.dashboard.control import ROLE
-from services.dashboard.view import RunView, StepPoint, finite, json_safe
+from services.dashboard.view import RunView, StepPoint, finite
+from services.records import RunInfo
 from services.store.base import HIST_BUCKETS, HIST_EDGES, PassRateStore, bucket_of
 
 CENTERS = [(HIST_EDGES[i] + HIST_EDGES[i + 1]) / 2 for i in range(HIST_BUCKETS)]
 CURVE_P = [i / 100 for i in range(101)]
 
-_kernel_spec: TypeAdapter[Any] = TypeAdapter(KernelSpec)
 
-
-def _kernel(info: dict[str, Any] | None) -> tuple[Kernel, schema.KernelOut]:
-    """The run's kernel from `info["kernel"]` (validated like the config), else the default beta(1, 1)."""
-    raw = (info or {}).get("kernel")
-    source = "run" if raw is not None else "default"
-    spec = _kernel_spec.validate_python(raw if raw is not None else {"type": "beta"})
+def _kernel(info: RunInfo | None) -> tuple[Kernel, schema.KernelOut]:
+    """The run's kernel (`RunInfo.kernel`), else the default beta(1, 1) while the run has stored no info."""
+    source = "run" if info is not None else "default"
+    spec = info.kernel if info is not None else BetaKernel()
     a, b = getattr(spec, "a", None), getattr(spec, "b", None)
     if spec.type == "beta":
         terms = [t if e == 1 else f"{t}^{e:g}" for t, e in (("p", a), ("(1-p)", b)) if e != 0]
@@ -113,8 +111,8 @@ def add_reads(
             run_name=run_name,
             time=time.time(),
             step=view.latest_step,
-            steps_total=(info or {}).get("steps"),
-            pool=(info or {}).get("pool"),
+            steps_total=info.steps if info else None,
+            pool=info.pool if info else None,
             seen=hist["seen"],
             counts=hist["counts"],
             mass=mass,
@@ -122,8 +120,8 @@ def add_reads(
             paused=store.paused(),
             desired_rollout=store.desired_replicas(ROLE),
             # running workers: not the rows of workers starting or waiting for room (`pending`)
-            workers=sum(s.get("state") in ("idle", "generating") for s in store.worker_statuses().values()),
-            queue=schema.QueueOut(**store.queue_depth()),
+            workers=sum(s.state in ("idle", "generating") for s in store.worker_statuses().values()),
+            queue=schema.QueueOut(**store.queue_depth().model_dump()),
             accuracy=evals[-1].accuracy if evals else None,
             error=view.error,
         )
@@ -133,14 +131,14 @@ def add_reads(
         _, kernel = _kernel(info)
         return schema.RunOut(
             run_name=run_name,
-            info=json_safe(info) if info is not None else None,
+            info=info.model_dump(mode="json") if info is not None else None,
             settings=store.settings().to_dict(),
             kernel=kernel,
             step=view.latest_step,
-            steps_total=(info or {}).get("steps"),
+            steps_total=info.steps if info else None,
             desired_rollout=store.desired_replicas(ROLE),
             paused=store.paused(),
-            queue=schema.QueueOut(**store.queue_depth()),
+            queue=schema.QueueOut(**store.queue_depth().model_dump()),
             control_enabled=control_enabled,
             refreshed_at=view.refreshed_at,
             error=view.error,
@@ -230,17 +228,15 @@ def add_reads(
         now = time.time()
         out = []
         for wid, status in sorted(store.worker_statuses().items()):
-            last_seen = finite(status.get("last_seen"))
-            version = status.get("version")
-            state = status.get("state")
+            last_seen = status.last_seen
             out.append(
                 schema.WorkerOut(
                     id=wid,
-                    version=version if isinstance(version, int) and not isinstance(version, bool) else None,
-                    state=state if isinstance(state, str) else None,
+                    version=status.version,
+                    state=status.state,
                     last_seen=last_seen,
-                    age_s=now - last_seen if last_seen is not None else None,
-                    tokens_per_s=finite(status.get("tokens_per_s")),
+                    age_s=max(0.0, now - last_seen) if last_seen is not None else None,
+                    tokens_per_s=finite(status.tokens_per_s),
                 )
             )
         return schema.WorkersOut(desired_rollout=store.desired_replicas(ROLE), workers=out)

@@ -26,6 +26,16 @@ from services.dashboard.guard import TOKEN_ENV
 from services.store.base import STORE_HELP, STORE_URL_ENV, PassRateStore
 
 START_TIMEOUT_S = 15.0
+DASHBOARD_OUTAGE_S = 2.0
+"""How long the dashboard's own store reads wait out an unreachable Redis before its answer is a 503 saying so
+(the page shows it and keeps polling); the run's actors wait `store.outage_s`."""
+
+
+def dashboard_store(store_url: str | None, run_name: str) -> PassRateStore:
+    """The run's store as the dashboard reads it: a Redis outage is waited out only `DASHBOARD_OUTAGE_S`."""
+    from services.store import attach_store
+
+    return attach_store(store_url, run_name, DASHBOARD_OUTAGE_S, "the dashboard")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -129,13 +139,11 @@ def serve(
     closes (the process that started it, `start_in_process`, is gone). Raises `StoreError` when the run
     is not there.
     """
-    from services.store import attach_store
-
     if store_url is None:
         from services.cluster import init_ray  # only the embedded store needs Ray
 
         init_ray(address or os.environ.get("RAY_ADDRESS") or "auto")
-    store = attach_store(store_url, run_name)
+    store = dashboard_store(store_url, run_name)
     sock = sock or listen(host, port)
     host = sock.getsockname()[0]
     app = create_app(store, run_name, token)

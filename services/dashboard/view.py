@@ -15,7 +15,7 @@ the store every `poll_s` seconds (`start()` runs a daemon thread; `refresh()` is
   most every `index_every_s` from `store.all_estimates()`: a scan, so it runs in the poll, never in a
   request, and only after someone asked for it.
 
-A run that is started again under the same name (new `run_info()["started_at"]`) resets everything.
+A run that is started again under the same name (a new `run_info().started_at`) resets everything.
 A poll that fails keeps what it had and reports the error in `error` (the page shows it); the next
 poll tries again.
 """
@@ -28,10 +28,11 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.records import EvalRow, MetricsRow, StepRow
 from services.store.base import HIST_BUCKETS, PassRateStore, bucket_of
 
 METRICS_PAGE = 2_000
@@ -43,17 +44,6 @@ def finite(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def json_safe(value: Any) -> Any:
-    """A copy of a JSON-like value with every non-finite float replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -110,13 +100,15 @@ class ProblemIndex:
     buckets: list[list[tuple[str, float, int, int]]] = field(default_factory=lambda: [[] for _ in range(HIST_BUCKETS)])
 
 
-def bin_trained(step: int, trained_p: Any, trained_loss: Any, loss_kind: str | None) -> TrainedBins:
+def bin_trained(
+    step: int, trained_p: Sequence[float | None], trained_loss: Sequence[float], loss_kind: str | None
+) -> TrainedBins:
     """Bin a step's trained pass rates (and their losses, when the lists line up) into the 20 buckets."""
     counts = [0] * HIST_BUCKETS
     loss_sum = [0.0] * HIST_BUCKETS
     loss_n = [0] * HIST_BUCKETS
-    ps = trained_p if isinstance(trained_p, list) else []
-    losses = trained_loss if isinstance(trained_loss, list) and len(trained_loss) == len(ps) else [None] * len(ps)
+    ps = list(trained_p)
+    losses: Sequence[float | None] = trained_loss if len(trained_loss) == len(ps) else [None] * len(ps)
     for p, loss in zip(ps, losses, strict=True):
         p = finite(p)
         if p is None or not 0.0 <= p <= 1.0:
@@ -204,7 +196,7 @@ class RunView:
         """One poll: new metrics rows, a histogram snapshot, the problem index when it is due."""
         with self._refresh_lock:
             info = self.store.run_info()
-            started_at = info.get("started_at") if info else None
+            started_at = info.started_at if info else None
             if started_at != self._started_at:
                 self._reset()
                 self._started_at = started_at
@@ -224,50 +216,44 @@ class RunView:
             if len(rows) < METRICS_PAGE:
                 return
 
-    def ingest(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Take in metrics rows (oldest first, each with its "seq"); rows of other kinds are skipped."""
+    def ingest(self, rows: Iterable[MetricsRow]) -> None:
+        """Take in metrics rows (oldest first, each with its `seq`); evaluations of eval sets are not shown."""
         for row in rows:
             with self._lock:
-                self._seq = max(self._seq, int(row.get("seq", self._seq)))
-                kind = row.get("kind")
-                if kind == "step" and isinstance(row.get("step"), int):
+                self._seq = max(self._seq, row.seq if row.seq is not None else self._seq)
+                if isinstance(row, StepRow):
                     self._ingest_step(row)
-                elif kind == "eval":
-                    by_group = row.get("by_group")
+                elif isinstance(row, EvalRow):
                     self.evals.append(
                         EvalPoint(
-                            time=finite(row.get("time")),
-                            version=row.get("version") if isinstance(row.get("version"), int) else None,
+                            time=finite(row.time),
+                            version=row.version,
                             step=self.latest_step,
-                            accuracy=finite(row.get("accuracy")),
-                            by_group={str(g): finite(a) for g, a in by_group.items()}
-                            if isinstance(by_group, dict)
-                            else {},
+                            accuracy=finite(row.accuracy),
+                            by_group={g: finite(a) for g, a in row.by_group.items()},
                         )
                     )
 
-    def _ingest_step(self, row: dict[str, Any]) -> None:
-        step = row["step"]
-        loss_kind = row.get("loss_kind") if isinstance(row.get("loss_kind"), str) else None
+    def _ingest_step(self, row: StepRow) -> None:
+        step = row.step
         self.steps.append(
             StepPoint(
                 step=step,
-                time=finite(row.get("time")),
-                loss=finite(row.get("loss")),
-                loss_kind=loss_kind,
-                tokens=finite(row.get("tokens")),
-                waited_s=finite(row.get("waited_s")),
-                step_s=finite(row.get("step_s")),
-                staleness=finite(row.get("staleness_mean")),
-                workers=finite(row.get("workers")),
-                lr=finite(row.get("lr")),
-                grad_norm=finite(row.get("grad_norm")),
-                rollout_tokens=finite(row.get("rollout_tokens")),
-                rollout_idle=finite(row.get("rollout_idle")),
+                time=finite(row.time),
+                loss=finite(row.loss),
+                loss_kind=row.loss_kind,
+                tokens=finite(row.tokens),
+                waited_s=finite(row.waited_s),
+                step_s=finite(row.step_s),
+                staleness=finite(row.staleness_mean),
+                workers=finite(row.workers),
+                lr=finite(row.lr),
+                grad_norm=finite(row.grad_norm),
+                rollout_tokens=finite(row.rollout_tokens),
+                rollout_idle=finite(row.rollout_idle),
             )
         )
-        if "trained_p" in row:
-            self.trained.append(bin_trained(step, row.get("trained_p"), row.get("trained_loss"), loss_kind))
+        self.trained.append(bin_trained(step, row.trained_p, row.trained_loss, row.loss_kind))
         self.latest_step = step if self.latest_step is None else max(self.latest_step, step)
 
     def _snapshot(self, counts: list[int], seen: int) -> None:

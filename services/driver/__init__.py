@@ -30,7 +30,7 @@ import ray
 from paced_core.config import PacedConfig
 from paced_core.schedule import LossSchedule
 from services.cluster import NAMESPACE, init_ray
-from services.driver.accounting import Before, EvalPoint, RunState
+from services.driver.accounting import Before, RunState
 from services.driver.dashboard import start_dashboard
 from services.driver.evaluation import Evaluation
 from services.driver.fleet import ROLE, RolloutFleet, WorkerSlot
@@ -41,7 +41,7 @@ from services.driver.sampling import sample_all
 from services.driver.summary import summarize, summary_line
 from services.driver.training import Training, restore_store, resumable_checkpoint
 from services.pool import Pool, group_of, load_eval_sets, load_pool
-from services.records import GradingReport
+from services.records import GradingReport, RunInfo
 from services.scheduler import Scheduler
 from services.store import open_store
 from services.store.base import PassRateStore
@@ -166,8 +166,7 @@ class Driver:
             self.checkpoint = resumable_checkpoint(self.out, cfg.store.url is None)
             step, state = restore_store(self.checkpoint, self.store, cfg.store.url is None)
             self.state = state
-            depth = self.store.queue_depth()
-            self.state.resumed_with_queue(depth["undelivered"] + depth["pending"])
+            self.state.resumed_with_queue(self.store.queue_depth().total)
             self.run_dir.drop_rows_after(step)
             self.store.drop_metrics_after(step)
             if cfg.store.url is None:  # a restored embedded store has no metrics: the dashboard's series come back
@@ -177,16 +176,16 @@ class Driver:
             self.store.clear()
         self.store.register_problems([p.id for p in self.pool.train], [group_of(p) for p in self.pool.train])
         self.store.set_run_info(
-            {
-                "run": cfg.run.name,
-                "pool": len(self.pool.train),
-                "heldout": len(self.pool.heldout),
-                "mode": cfg.pipeline.mode,
-                "started_at": self.state.started_at,
-                "steps": cfg.learner.steps,
-                "kernel": cfg.scheduler.kernel.model_dump(),
-                "max_replicas": cfg.rollout.max_replicas,
-            }
+            RunInfo(
+                run=cfg.run.name,
+                pool=len(self.pool.train),
+                heldout=len(self.pool.heldout),
+                mode=cfg.pipeline.mode,
+                started_at=self.state.started_at,
+                steps=cfg.learner.steps,
+                kernel=cfg.scheduler.kernel,
+                max_replicas=cfg.rollout.max_replicas,
+            )
         )
         if self.store.desired_replicas(ROLE) is None or not self.resume:
             self.store.set_desired_replicas(ROLE, cfg.rollout.replicas)
@@ -237,21 +236,21 @@ class Driver:
 
     def _evaluate_before(self) -> None:
         row = self.evaluation.heldout()
-        acc = row["accuracy"] if row else float("nan")
+        acc = row.accuracy if row else float("nan")
         log(f"held-out accuracy before: {acc:.3f} on {len(self.evaluation.heldout_set)} problems")
         accs, solved = self.evaluation.sets("before")
         self.state.before = Before(accuracy=acc, eval_sets=accs, solved=solved, histogram=self.store.histogram())
         if row:
-            self.state.evals.append(EvalPoint(**row))
+            self.state.evals.append(row)
 
     def _evaluate_after(self) -> dict[str, Any]:
         self.fleet.check_loads(list(self.fleet.workers))  # the final weights, everywhere
         row = self.evaluation.heldout()
-        acc = row["accuracy"] if row else float("nan")
+        acc = row.accuracy if row else float("nan")
         for slot in self.fleet.workers.values():  # the dashboard shows the version each worker ended on
             self.fleet.status(slot, "idle")
         if row:
-            self.state.evals.append(EvalPoint(**row))
+            self.state.evals.append(row)
         log(f"held-out accuracy after: {acc:.3f} (before {self.state.before.accuracy:.3f})")
         accs, retained = self.evaluation.sets("after", self.state.before.solved)
         return {"accuracy": acc, "eval_sets": accs, "retained": retained}

@@ -2,7 +2,7 @@
 
     state = RunState(started_at=time.time())
     state.add_grading(report)                 # a verifier's report
-    state.add_step(step)                      # a learner step's report
+    state.add_step(report)                    # a learner's StepReport
     state.save(checkpoint_dir, depth, loop_s)  # beside every checkpoint, read back on --resume
 
 The identity it keeps, for the rollouts queued for the learner:
@@ -23,16 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.records import GradingReport
+from services.records import EvalRow, GradingReport, StepReport
 
 STATE_FILE = "run_state.json"
-
-
-class EvalPoint(BaseModel):
-    version: int
-    accuracy: float
-    by_group: dict[str, float]
-    time: float
 
 
 class Before(BaseModel):
@@ -64,7 +57,7 @@ class RunState(BaseModel):
     actor_restarts: int = 0
     learner_restarts: int = 0
     verifier_restarts: int = 0
-    evals: list[EvalPoint] = Field(default_factory=list)
+    evals: list[EvalRow] = Field(default_factory=list)
     before: Before | None = None
     queue_at_checkpoint: int = 0
 
@@ -73,12 +66,12 @@ class RunState(BaseModel):
         self.rollouts_recorded_only += report.graded - report.queued
         self.generated_tokens += report.tokens
 
-    def add_step(self, counts: dict[str, int], trained_p: list[float | None]) -> None:
+    def add_step(self, report: StepReport) -> None:
         """A learner step's queue counts (what it did with graded rollouts; they survive a learner crash,
         which loses only the step in flight) and the estimates c / n its batch was weighted by."""
-        for key, value in counts.items():
+        for key, value in report.counts.model_dump().items():
             setattr(self, key, getattr(self, key) + value)
-        for p in trained_p:
+        for p in report.trained.trained_p if report.trained else []:
             self.trained_sequences_by_p[
                 "unknown" if p is None else "p0" if p == 0 else "p1" if p == 1 else "between"
             ] += 1

@@ -21,6 +21,7 @@ from paced_core.tasks import Problem
 from services.driver.fleet import RolloutFleet
 from services.driver.run_dir import RunDir
 from services.pool import group_of
+from services.records import EvalRow, EvalSetRow
 from services.store.base import PassRateStore
 from services.verifiers import VerifierPool
 
@@ -60,13 +61,13 @@ class Evaluation:
         per_problem = [sum(correct[i * k : (i + 1) * k]) / k for i in range(len(problems))]
         return sum(correct) / len(correct), groups, self.fleet.sync.served(slot.worker_id), per_problem
 
-    def heldout(self) -> dict[str, object] | None:
-        """Held-out accuracy now, as the store's `eval` metrics row (None when there is no held-out set)."""
+    def heldout(self) -> EvalRow | None:
+        """Held-out accuracy now, recorded as an `eval` metrics row (None when there is no held-out set)."""
         if not self.heldout_set:
             return None
         acc, groups, version, _ = self.accuracy(self.heldout_set)
-        row = {"version": version, "accuracy": acc, "by_group": groups, "time": time.time()}
-        self.run_dir.record({"kind": "eval", **row}, self.store)
+        row = EvalRow(version=version, accuracy=acc, by_group=groups, time=time.time())
+        self.run_dir.record(row, self.store)
         return row
 
     def sets(self, when: str, solved_before: dict[str, list[int]] | None = None) -> tuple[dict[str, float], dict]:
@@ -87,5 +88,5 @@ class Evaluation:
                     "accuracy_after": sum(per_problem[i] for i in solved) / len(solved) if solved else float("nan"),
                 }
             self._log(f"{name} {self.metric} accuracy {when}: {acc:.3f} on {len(problems)} problems")
-            self.run_dir.record({"kind": "eval_set", "set": name, "accuracy": acc, "version": version}, self.store)
+            self.run_dir.record(EvalSetRow(set=name, accuracy=acc, version=version, time=time.time()), self.store)
         return results, extra

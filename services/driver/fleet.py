@@ -267,7 +267,7 @@ class RolloutFleet:
         for row in self._pending_rows[n:]:
             self.store.remove_worker_status(row)
         for row in rows[len(self._pending_rows) :]:
-            self.store.set_worker_status(row, WorkerStatus(version=-1, state="pending", detail=detail).model_dump())
+            self.store.set_worker_status(row, WorkerStatus(version=-1, state="pending", detail=detail))
         self._pending_rows = rows
 
     # ------------------------------------------------------------------ work
@@ -310,7 +310,7 @@ class RolloutFleet:
         """The worker's row on the dashboard: the version it serves, what it is doing, its last speed."""
         served = self.sync.served(slot.worker_id) if slot.worker_id in self.workers else -1
         self.store.set_worker_status(
-            slot.worker_id, WorkerStatus(version=served, state=state, tokens_per_s=tokens_per_s).model_dump()
+            slot.worker_id, WorkerStatus(version=served, state=state, tokens_per_s=tokens_per_s)
         )
 
     def drain(self) -> None:

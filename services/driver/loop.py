@@ -18,18 +18,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import ray
 from ray.exceptions import RayActorError
 
 from paced_core.config import PacedConfig
-from services.driver.accounting import EvalPoint, RunState
+from services.driver.accounting import RunState
 from services.driver.evaluation import Evaluation
 from services.driver.fleet import RolloutFleet, WorkerSlot
 from services.driver.run_dir import RunDir
 from services.driver.training import Training
-from services.records import GradingReport
+from services.records import EvalRow, GradingReport, StepReport, StepRow
 from services.scheduler import Scheduler
 from services.store.base import PassRateStore
 from services.verifiers import VerifierPool
@@ -75,7 +75,7 @@ class Loop:
         self.step = 0
         self.seconds = 0.0  # in the loop, this segment
         self.stopping = False
-        self._last_metrics: dict[str, Any] = {}
+        self._last_step: StepReport | None = None
         self._inflight: dict[ray.ObjectRef, Event] = {}  # what the asynchronous loop waits for
         self._tokens0 = state.generated_tokens
         self._t0 = time.perf_counter()
@@ -106,21 +106,25 @@ class Loop:
         self.state.verifier_restarts = self.verifiers.restarts
         return self.state
 
-    def _step_done(self, metrics: dict[str, Any]) -> None:
+    def _step_done(self, report: StepReport) -> None:
         """Account for a learner step; if it trained, record it and publish, checkpoint, evaluate when due."""
-        self.state.add_step(metrics.pop("counts"), metrics.get("trained_p", []))
-        self._last_metrics = metrics
-        self._check_stall(metrics["trained"])
-        if not metrics["trained"]:
+        self.state.add_step(report)
+        self._check_stall(report.trained is not None)
+        if report.trained is None:
             return
-        cfg, step = self.cfg, metrics["step"]
+        self._last_step = report
+        cfg, step = self.cfg, report.step
         self.step = step
-        metrics["workers"] = len(self.fleet.workers)
-        metrics["rollout_idle"] = self.fleet.idle_fraction()
-        metrics["rollout_tokens"] = self.state.generated_tokens  # cumulative; the dashboard derives tokens/s
-        self.run_dir.record({"kind": "step", **metrics}, self.store)
+        row = StepRow.of(
+            report,
+            time=time.time(),
+            workers=len(self.fleet.workers),
+            rollout_idle=self.fleet.idle_fraction(),
+            rollout_tokens=self.state.generated_tokens,
+        )
+        self.run_dir.record(row, self.store)
         if step % cfg.learner.sync_every == 0:
-            self.scheduler.set_policy_version(self.training.publish(metrics["version"]))
+            self.scheduler.set_policy_version(self.training.publish(step))
         if cfg.learner.checkpoint_every and step % cfg.learner.checkpoint_every == 0:
             # Every rollout queued so far is counted first: the checkpoint's queue depth must match its counts.
             self._collect_grading()
@@ -128,9 +132,9 @@ class Loop:
         if step % cfg.run.eval_every == 0 and step < cfg.learner.steps:
             self.record_eval(self.evaluation.heldout())
 
-    def record_eval(self, row: dict[str, Any] | None) -> None:
+    def record_eval(self, row: EvalRow | None) -> None:
         if row is not None:
-            self.state.evals.append(EvalPoint(**row))
+            self.state.evals.append(row)
 
     def _collect_grading(self) -> None:
         """Wait for every grading job in flight and count it."""
@@ -180,12 +184,14 @@ class Loop:
         evals = self.state.evals
         acc = evals[-1].accuracy if evals else float("nan")
         tok_s = self.segment_tokens / max(1e-9, self._elapsed())
-        m = self._last_metrics
+        last = self._last_step
+        trained = last.trained if last is not None else None
+        staleness = trained.staleness_mean if trained else 0.0
         self._log(
             f"step {self.step}/{self.cfg.learner.steps} "
-            f"loss {m.get('loss', float('nan')):.4f} ({m.get('loss_kind', '-')}) | "
+            f"loss {trained.loss if trained else float('nan'):.4f} ({last.loss_kind if last else '-'}) | "
             f"p: seen {s['seen']:.0%} mean {s['mean_p']:.2f} near0 {s['near0']:.0%} mid {s['mid']:.0%} "
-            f"near1 {s['near1']:.0%} | rollout {tok_s:.0f} tok/s | staleness {m.get('staleness_mean', 0):.1f} "
+            f"near1 {s['near1']:.0%} | rollout {tok_s:.0f} tok/s | staleness {staleness:.1f} "
             f"| eval acc {acc:.3f} | workers {len(self.fleet.workers)}"
             + (f" ({self.fleet.pending} pending)" if self.fleet.pending else "")
         )
@@ -204,8 +210,7 @@ class Loop:
                 self.fleet.reconcile()
                 last_reconcile = now
             self.fleet.check_loads()
-            depth = self.store.queue_depth()
-            room = depth["undelivered"] + depth["pending"] < cfg.pipeline.max_queued_rollouts
+            room = self.store.queue_depth().total < cfg.pipeline.max_queued_rollouts
             if room and not self.stopping and not self.store.paused():
                 for slot in self.fleet.ready():
                     requests = self.scheduler.next_requests(
@@ -265,8 +270,7 @@ class Loop:
                 rollouts = [r for batch in ray.get(refs) for r in batch]
                 self.fleet.add_busy((time.monotonic() - started) * len(refs))
                 self.grading_done(self.verifiers.collect(self.verifiers.submit(rollouts)))
-                depth = self.store.queue_depth()
-                if not on_rollouts or depth["undelivered"] + depth["pending"] >= needed:
+                if not on_rollouts or self.store.queue_depth().total >= needed:
                     break
                 self._check_stall(False)
             try:

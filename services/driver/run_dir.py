@@ -16,14 +16,13 @@ their rows instead of duplicating them.
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from paced_core.config import PacedConfig, dump_config
 from services.driver.accounting import write_json
+from services.records import METRICS_ROW, MetricsRow, row_version
 from services.store.base import PassRateStore
 
 CONFIG = "config.yaml"
@@ -81,10 +80,9 @@ class RunDir:
         (self.path / CONFIG).write_text(dump_config(cfg))
         self._metrics = (self.path / METRICS).open("a" if resume else "w")
 
-    def record(self, row: dict[str, Any], store: PassRateStore) -> None:
+    def record(self, row: MetricsRow, store: PassRateStore) -> None:
         """One metrics row, in metrics.jsonl and in the store's metrics (the dashboard's series)."""
-        row = {"time": time.time(), **row}
-        self._metrics.write(json.dumps(row) + "\n")
+        self._metrics.write(row.model_dump_json(exclude={"seq"}) + "\n")
         self._metrics.flush()
         store.append_metrics(row)
 
@@ -95,24 +93,24 @@ class RunDir:
         rows = self.rows()
         self._metrics.close()
         path = self.path / METRICS
-        kept = [row for row in rows if row.get("step", row.get("version", -1)) <= step]
+        kept = [row for row in rows if row_version(row) <= step]
         tmp = path.with_name(METRICS + ".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        tmp.write_text("".join(row.model_dump_json(exclude={"seq"}) + "\n" for row in kept))
         tmp.replace(path)
         self._metrics = path.open("a")
         return len(rows) - len(kept)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[MetricsRow]:
         """Every metrics.jsonl row, oldest first; a half-written last line (a killed driver's) is left out."""
         self._metrics.flush()
         lines = (self.path / METRICS).read_text().splitlines()
         rows = []
         for number, line in enumerate(lines, 1):
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+                rows.append(METRICS_ROW.validate_json(line))
+            except ValueError as err:
                 if number < len(lines):
-                    raise RunDirError(f"{self.path / METRICS}:{number}: not a JSON row") from None
+                    raise RunDirError(f"{self.path / METRICS}:{number}: not a metrics row ({err})") from None
         return rows
 
     def write_summary(self, summary: dict[str, Any]) -> Path:

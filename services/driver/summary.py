@@ -27,7 +27,6 @@ def summarize(
     evaluation (None when a signal stopped the run before it)."""
     before = state.before
     nan = float("nan")
-    depth = store.queue_depth()
     summary = {
         "run": cfg.run.name,
         "mode": cfg.pipeline.mode,
@@ -55,7 +54,7 @@ def summarize(
         "rollouts_used": state.used,
         "rollouts_dropped_stale": state.dropped_stale,
         "rollouts_dropped_offstage": state.dropped_offstage,
-        "rollouts_left_in_queue": depth["undelivered"] + depth["pending"],
+        "rollouts_left_in_queue": store.queue_depth().total,
         "teacher_sequences": state.teacher_sequences,
         "trained_sequences_by_p": state.trained_sequences_by_p,
         "actor_restarts": state.actor_restarts,

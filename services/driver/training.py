@@ -1,7 +1,7 @@
 """The learner side of a run: the learner actor, its weights going out, its checkpoints, its restarts.
 
     training = Training(cfg, demand, pool, out, log)     # starts the learner (a model that fails names itself)
-    ref = training.step(draw)                            # one train_step in flight; its report comes back as a dict
+    ref = training.step(draw)                            # one train_step in flight; its StepReport comes back
     training.publish(version)                            # to every rollout worker, waiting for none
     ckpt = training.checkpoint(state, queue_depth, loop_s)
     training.restart(err)                                # a dead learner, back from its latest checkpoint
@@ -62,7 +62,7 @@ class Training:
 
     def version(self) -> int:
         """The version of the learner's weights (= the optimizer steps it has taken)."""
-        return ray.get(self.learner.stats.remote())["version"]
+        return ray.get(self.learner.stats.remote())["step"]
 
     def stats(self) -> dict[str, Any]:
         return ray.get(self.learner.stats.remote())
@@ -85,8 +85,7 @@ class Training:
         """Save the learner's checkpoint, the run's accounting beside it and, for the embedded store
         (which dies with the run), a snapshot of the store."""
         ckpt = Path(ray.get(self.learner.save_checkpoint.remote()))
-        depth = store.queue_depth()
-        state.save(ckpt, depth["undelivered"] + depth["pending"], loop_s)
+        state.save(ckpt, store.queue_depth().total, loop_s)
         if self.cfg.store.url is None:
             tmp = ckpt / (STORE_SNAPSHOT + ".tmp")
             tmp.write_text(store.snapshot())

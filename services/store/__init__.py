@@ -87,14 +87,15 @@ def open_store(cfg: StoreConfig, ray_actor_name: str | None = None, detached: bo
     return client
 
 
-def attach_store(url: str | None, run_name: str) -> PassRateStore:
+def attach_store(url: str | None, run_name: str, outage_s: float = 60.0, waiter: str = "the run") -> PassRateStore:
     """An existing run's store with the settings it was recorded with (for `paced scale` and the dashboard).
 
     With `url`, the run must exist in that Redis; without, the run's embedded store actor must be alive
-    in the connected Ray cluster (`ray.init` first). Raises `StoreError` naming what is missing.
+    in the connected Ray cluster (`ray.init` first). Raises `StoreError` naming what is missing. `outage_s` and
+    `waiter`: how a Redis client waits out an outage (`OutageRetry`).
     """
     if url is not None:
-        return RedisStore.attach(url, run_name)
+        return RedisStore.attach(url, run_name, outage_s, waiter)
     import ray
 
     from services.cluster import NAMESPACE

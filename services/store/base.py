@@ -31,12 +31,22 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from paced_core.passrate import Estimate, estimate_of, p_hat, settings_errors
-from services.records import GradedRollout, Outcome
+from services.records import (
+    GradedRollout,
+    MetricsRow,
+    Outcome,
+    QueueDepth,
+    RunInfo,
+    TeacherRef,
+    WorkerStatus,
+)
+
+T = TypeVar("T")
 
 HIST_BUCKETS = 20
 HIST_EDGES = [i / HIST_BUCKETS for i in range(HIST_BUCKETS + 1)]
@@ -65,6 +75,20 @@ class StoreUnavailable(StoreError):
 
 class StoreCorrupt(StoreError):
     """Something read back from the store is not what this code wrote; the message names the key."""
+
+
+def parse_stored(parse: Callable[[str], T], text: str, where: str) -> T:
+    """`parse(text)` (a record's `from_json`, or `METRICS_ROW.validate_json`), raising `StoreCorrupt` naming
+    `where` (the URL and key) when what is stored is not that record."""
+    try:
+        return parse(text)
+    except ValueError as err:  # pydantic's ValidationError is one
+        raise StoreCorrupt(f"{where}: not what this code writes ({err}): {str(text)[:80]!r}") from err
+
+
+def check_new_row(row: MetricsRow) -> None:
+    if row.seq is not None:
+        raise ValueError(f"a metrics row must not carry a seq (the store assigns it); got {row.seq}")
 
 
 def bucket_of(p_hat: float) -> int:
@@ -246,8 +270,8 @@ class PassRateStore(ABC):
         """Mark entries done and drop them from the queue; return how many were pending."""
 
     @abstractmethod
-    def queue_depth(self) -> dict[str, int]:
-        """{"undelivered": never handed out, "pending": handed out and not acked}."""
+    def queue_depth(self) -> QueueDepth:
+        """How many entries were never handed out, and how many are handed out and not acked."""
 
     @abstractmethod
     def latest_rollouts(self, problem_id: str, limit: int = 8) -> list[GradedRollout]:
@@ -256,11 +280,11 @@ class PassRateStore(ABC):
     # ---------------------------------------------------------------- teacher references
 
     @abstractmethod
-    def put_teacher_refs(self, problem_id: str, refs: list[dict[str, Any]]) -> None:
-        """Set (replace) a problem's teacher references: JSON-able dicts (token ids, text, version)."""
+    def put_teacher_refs(self, problem_id: str, refs: Sequence[TeacherRef]) -> None:
+        """Set (replace) a problem's teacher references."""
 
     @abstractmethod
-    def get_teacher_refs(self, problem_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    def get_teacher_refs(self, problem_ids: Sequence[str]) -> dict[str, list[TeacherRef]]:
         """The references of the problems that have some; problems without any are left out."""
 
     @abstractmethod
@@ -270,21 +294,21 @@ class PassRateStore(ABC):
     # ---------------------------------------------------------------- metrics
 
     @abstractmethod
-    def append_metrics(self, row: dict[str, Any]) -> int:
-        """Append a JSON-able row (without a "seq" key) to the series; return its seq (1, 2, ...).
+    def append_metrics(self, row: MetricsRow) -> int:
+        """Append a row (its `seq` None) to the series; return its seq (1, 2, ...).
 
         The series keeps the newest `metrics_cap` rows; seqs keep counting after rows are dropped.
         """
 
     @abstractmethod
-    def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
-        """Up to `limit` kept rows with seq > `since_seq`, oldest first, each with its "seq"."""
+    def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[MetricsRow]:
+        """Up to `limit` kept rows with seq > `since_seq`, oldest first, each with its `seq`."""
 
     @abstractmethod
     def drop_metrics_after(self, step: int) -> int:
-        """Drop the rows of steps after `step` (`snapshot.is_after`: a row's "step", else its "version");
-        return how many were dropped. After a resume from the checkpoint of `step`, the steps redone then
-        replace their rows instead of repeating them."""
+        """Drop the rows about versions after `step` (`records.row_version`: a step row's step, an
+        evaluation's version); return how many were dropped. After a resume from the checkpoint of
+        `step`, the steps redone then replace their rows instead of repeating them."""
 
     # ---------------------------------------------------------------- control records
 
@@ -305,12 +329,12 @@ class PassRateStore(ABC):
         """Whether the run is paused (False if never set)."""
 
     @abstractmethod
-    def set_worker_status(self, worker_id: str, status: dict[str, Any]) -> None:
-        """Replace a worker's JSON-able status; adds "last_seen": time.time() of the process storing it."""
+    def set_worker_status(self, worker_id: str, status: WorkerStatus) -> None:
+        """Replace a worker's status, its `last_seen` set to time.time() of the process storing it."""
 
     @abstractmethod
-    def worker_statuses(self) -> dict[str, dict[str, Any]]:
-        """Every worker's last status, each with "last_seen"."""
+    def worker_statuses(self) -> dict[str, WorkerStatus]:
+        """Every worker's last status, each with `last_seen`."""
 
     @abstractmethod
     def remove_worker_status(self, worker_id: str) -> None:
@@ -319,11 +343,11 @@ class PassRateStore(ABC):
     # ---------------------------------------------------------------- run
 
     @abstractmethod
-    def set_run_info(self, info: dict[str, Any]) -> None:
-        """Replace the run's JSON-able info (config summary, pool size, started_at, ...)."""
+    def set_run_info(self, info: RunInfo) -> None:
+        """Replace the run's info."""
 
     @abstractmethod
-    def run_info(self) -> dict[str, Any] | None:
+    def run_info(self) -> RunInfo | None:
         """The run's info, or None if never set."""
 
     @abstractmethod

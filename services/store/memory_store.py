@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import threading
 import time
 from collections import deque
@@ -22,7 +21,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from paced_core.passrate import Estimate
-from services.records import GradedRollout, Outcome
+from services.records import (
+    METRICS_ROW,
+    TEACHER_REFS,
+    GradedRollout,
+    MetricsRow,
+    Outcome,
+    QueueDepth,
+    RunInfo,
+    TeacherRef,
+    WorkerStatus,
+    row_version,
+)
 from services.store.base import (
     HIST_BUCKETS,
     METRICS_CAP,
@@ -32,12 +42,13 @@ from services.store.base import (
     StoreCorrupt,
     StoreSettings,
     bucket_of,
+    check_new_row,
     check_run_name,
     empty_histogram,
 )
 from services.store.idempotency import RolloutIds
 from services.store.memory_queue import GradedQueue, entry_id, seq_of
-from services.store.snapshot import ProblemState, StoreSnapshot, histogram_counts, is_after
+from services.store.snapshot import ProblemState, StoreSnapshot, histogram_counts
 
 
 @dataclass
@@ -81,8 +92,9 @@ class MemoryStore(PassRateStore):
         self._group_seen: dict[str, int] = {}
         self._queue = GradedQueue()
         self._recent: dict[str, deque[str]] = {}
-        self._refs: dict[str, str] = {}
-        self._metrics: deque[tuple[int, str]] = deque(maxlen=self._settings.metrics_cap)  # (seq, row JSON)
+        self._refs: dict[str, str] = {}  # problem id -> JSON list of TeacherRef
+        # (seq, the version the row is about, row JSON)
+        self._metrics: deque[tuple[int, int, str]] = deque(maxlen=self._settings.metrics_cap)
         self._metrics_seq = 0
         self._replicas: dict[str, int] = {}
         self._paused = False
@@ -238,9 +250,9 @@ class MemoryStore(PassRateStore):
         with self._cond:
             return self._queue.ack(seqs)
 
-    def queue_depth(self) -> dict[str, int]:
+    def queue_depth(self) -> QueueDepth:
         with self._cond:
-            return self._queue.depth()
+            return QueueDepth(**self._queue.depth())
 
     def latest_rollouts(self, problem_id: str, limit: int = 8) -> list[GradedRollout]:
         with self._cond:
@@ -249,15 +261,15 @@ class MemoryStore(PassRateStore):
 
     # ---------------------------------------------------------------- teacher references
 
-    def put_teacher_refs(self, problem_id: str, refs: list[dict[str, Any]]) -> None:
-        text = json.dumps(refs)
+    def put_teacher_refs(self, problem_id: str, refs: Sequence[TeacherRef]) -> None:
+        text = TEACHER_REFS.dump_json(list(refs)).decode()
         with self._cond:
             self._refs[problem_id] = text
 
-    def get_teacher_refs(self, problem_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    def get_teacher_refs(self, problem_ids: Sequence[str]) -> dict[str, list[TeacherRef]]:
         with self._cond:
             texts = {pid: self._refs[pid] for pid in problem_ids if pid in self._refs}
-        return {pid: json.loads(t) for pid, t in texts.items()}
+        return {pid: TEACHER_REFS.validate_json(t) for pid, t in texts.items()}
 
     def teacher_ref_count(self) -> int:
         with self._cond:
@@ -265,24 +277,23 @@ class MemoryStore(PassRateStore):
 
     # ---------------------------------------------------------------- metrics
 
-    def append_metrics(self, row: dict[str, Any]) -> int:
-        if "seq" in row:
-            raise ValueError(f"metrics row must not carry a 'seq' key (the store assigns it); got {row['seq']!r}")
-        text = json.dumps(row)
+    def append_metrics(self, row: MetricsRow) -> int:
+        check_new_row(row)
+        text = row.model_dump_json(exclude={"seq"})
         with self._cond:
             self._metrics_seq += 1
-            self._metrics.append((self._metrics_seq, text))
+            self._metrics.append((self._metrics_seq, row_version(row), text))
             return self._metrics_seq
 
-    def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
+    def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[MetricsRow]:
         with self._cond:
             start = bisect.bisect_right(self._metrics, since_seq, key=lambda kept: kept[0])
             rows = list(itertools.islice(self._metrics, start, start + limit))
-        return [{**json.loads(text), "seq": seq} for seq, text in rows]
+        return [METRICS_ROW.validate_json(text).model_copy(update={"seq": seq}) for seq, _, text in rows]
 
     def drop_metrics_after(self, step: int) -> int:
         with self._cond:
-            kept = [(seq, text) for seq, text in self._metrics if not is_after(json.loads(text), step)]
+            kept = [kept for kept in self._metrics if kept[1] <= step]
             dropped = len(self._metrics) - len(kept)
             self._metrics.clear()
             self._metrics.extend(kept)
@@ -308,15 +319,15 @@ class MemoryStore(PassRateStore):
         with self._cond:
             return self._paused
 
-    def set_worker_status(self, worker_id: str, status: dict[str, Any]) -> None:
-        text = json.dumps({**status, "last_seen": time.time()})
+    def set_worker_status(self, worker_id: str, status: WorkerStatus) -> None:
+        text = status.model_copy(update={"last_seen": time.time()}).to_json()
         with self._cond:
             self._workers[worker_id] = text
 
-    def worker_statuses(self) -> dict[str, dict[str, Any]]:
+    def worker_statuses(self) -> dict[str, WorkerStatus]:
         with self._cond:
             texts = dict(self._workers)
-        return {wid: json.loads(t) for wid, t in texts.items()}
+        return {wid: WorkerStatus.from_json(t) for wid, t in texts.items()}
 
     def remove_worker_status(self, worker_id: str) -> None:
         with self._cond:
@@ -324,15 +335,15 @@ class MemoryStore(PassRateStore):
 
     # ---------------------------------------------------------------- run
 
-    def set_run_info(self, info: dict[str, Any]) -> None:
-        text = json.dumps(info)
+    def set_run_info(self, info: RunInfo) -> None:
+        text = info.to_json()
         with self._cond:
             self._run_info = text
 
-    def run_info(self) -> dict[str, Any] | None:
+    def run_info(self) -> RunInfo | None:
         with self._cond:
             text = self._run_info
-        return None if text is None else json.loads(text)
+        return None if text is None else RunInfo.from_json(text)
 
     def clear(self) -> None:
         with self._cond:
@@ -356,13 +367,13 @@ class MemoryStore(PassRateStore):
                 },
                 groups=dict(self._groups),
                 group_names=sorted(self._group_hist),
-                teacher_refs={pid: json.loads(text) for pid, text in self._refs.items()},
+                teacher_refs={pid: TEACHER_REFS.validate_json(text) for pid, text in self._refs.items()},
                 queue=[GradedRollout.from_json(q.entries[seq]) for seq in sorted(q.entries)],
                 rollout_ids_previous=sorted(self._rollout_ids.previous),
                 rollout_ids=sorted(self._rollout_ids.current),
                 replicas=dict(self._replicas),
                 paused=self._paused,
-                run_info=None if self._run_info is None else json.loads(self._run_info),
+                run_info=None if self._run_info is None else RunInfo.from_json(self._run_info),
             )
         return snap.model_dump_json()
 
@@ -379,10 +390,10 @@ class MemoryStore(PassRateStore):
             self._groups = dict(snap.groups)
             self._group_hist = by_group
             self._group_seen = {g: sum(c) for g, c in by_group.items()}
-            self._refs = {pid: json.dumps(refs) for pid, refs in snap.teacher_refs.items()}
+            self._refs = {pid: TEACHER_REFS.dump_json(refs).decode() for pid, refs in snap.teacher_refs.items()}
             for g in snap.queue:
                 self._queue.push(g.to_json())
             self._replicas = dict(snap.replicas)
             self._paused = snap.paused
-            self._run_info = None if snap.run_info is None else json.dumps(snap.run_info)
+            self._run_info = None if snap.run_info is None else snap.run_info.to_json()
             self._cond.notify_all()

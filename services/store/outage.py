@@ -21,9 +21,9 @@ class OutageRetry(Retry):
     the (masked) URL. A command sent again may have run once already: the store's writes are idempotent
     where it matters (outcomes and their queue entries per rollout id, acks)."""
 
-    def __init__(self, url: str, outage_s: float) -> None:
+    def __init__(self, url: str, outage_s: float, waiter: str = "the run") -> None:
         super().__init__(ExponentialBackoff(cap=2.0, base=0.1), retries=-1)
-        self.url, self.outage_s = url, outage_s
+        self.url, self.outage_s, self.waiter = url, outage_s, waiter
         self.down_since: float | None = None
 
     def call_with_retry(
@@ -46,8 +46,8 @@ class OutageRetry(Retry):
                 now = time.monotonic()
                 if self.down_since is None:
                     self.down_since = now
-                    _say(f"store at {self.url} unreachable ({type(error).__name__}); the run waits for it, up to "
-                         f"{self.outage_s:g} s (store.outage_s)")  # fmt: skip
+                    _say(f"store at {self.url} unreachable ({type(error).__name__}); {self.waiter} waits for it, up "
+                         f"to {self.outage_s:g} s (store.outage_s)")  # fmt: skip
                 if now - self.down_since >= self.outage_s:
                     raise StoreUnavailable(
                         f"the pass-rate store at {self.url} has been unreachable for {now - self.down_since:.0f} s "

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from paced_core.passrate import Estimate
-from services.records import GradedRollout, Outcome
+from services.records import GradedRollout, MetricsRow, Outcome, QueueDepth, RunInfo, TeacherRef, WorkerStatus
 from services.store.base import PassRateStore, ProblemHistory, Recorded, StoreSettings
 
 
@@ -60,25 +60,25 @@ class RayStoreClient(PassRateStore):
     def ack(self, entry_ids: Sequence[str]) -> int:
         return self._get(self._actor.ack.remote(list(entry_ids)))
 
-    def queue_depth(self) -> dict[str, int]:
+    def queue_depth(self) -> QueueDepth:
         return self._get(self._actor.queue_depth.remote())
 
     def latest_rollouts(self, problem_id: str, limit: int = 8) -> list[GradedRollout]:
         return self._get(self._actor.latest_rollouts.remote(problem_id, limit))
 
-    def put_teacher_refs(self, problem_id: str, refs: list[dict[str, Any]]) -> None:
-        self._get(self._actor.put_teacher_refs.remote(problem_id, refs))
+    def put_teacher_refs(self, problem_id: str, refs: Sequence[TeacherRef]) -> None:
+        self._get(self._actor.put_teacher_refs.remote(problem_id, list(refs)))
 
-    def get_teacher_refs(self, problem_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    def get_teacher_refs(self, problem_ids: Sequence[str]) -> dict[str, list[TeacherRef]]:
         return self._get(self._actor.get_teacher_refs.remote(list(problem_ids)))
 
     def teacher_ref_count(self) -> int:
         return self._get(self._actor.teacher_ref_count.remote())
 
-    def append_metrics(self, row: dict[str, Any]) -> int:
+    def append_metrics(self, row: MetricsRow) -> int:
         return self._get(self._actor.append_metrics.remote(row))
 
-    def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
+    def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[MetricsRow]:
         return self._get(self._actor.metrics.remote(since_seq, limit))
 
     def set_desired_replicas(self, role: str, n: int) -> None:
@@ -93,19 +93,19 @@ class RayStoreClient(PassRateStore):
     def paused(self) -> bool:
         return self._get(self._actor.paused.remote())
 
-    def set_worker_status(self, worker_id: str, status: dict[str, Any]) -> None:
+    def set_worker_status(self, worker_id: str, status: WorkerStatus) -> None:
         self._get(self._actor.set_worker_status.remote(worker_id, status))
 
-    def worker_statuses(self) -> dict[str, dict[str, Any]]:
+    def worker_statuses(self) -> dict[str, WorkerStatus]:
         return self._get(self._actor.worker_statuses.remote())
 
     def remove_worker_status(self, worker_id: str) -> None:
         self._get(self._actor.remove_worker_status.remote(worker_id))
 
-    def set_run_info(self, info: dict[str, Any]) -> None:
+    def set_run_info(self, info: RunInfo) -> None:
         self._get(self._actor.set_run_info.remote(info))
 
-    def run_info(self) -> dict[str, Any] | None:
+    def run_info(self) -> RunInfo | None:
         return self._get(self._actor.run_info.remote())
 
     def drop_metrics_after(self, step: int) -> int:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from services.records import GradedRollout
+from services.records import GradedRollout, QueueDepth
 from services.store.base import StoreCorrupt, StoreSettings
 
 GROUP = "learners"
@@ -104,7 +104,7 @@ class RedisQueue:
             return 0
         return int(self._ack(keys=[self._key("graded")], args=[GROUP, *entry_ids]))
 
-    def queue_depth(self) -> dict[str, int]:
+    def queue_depth(self) -> QueueDepth:
         key = self._key("graded")
 
         def op() -> Any:
@@ -113,7 +113,7 @@ class RedisQueue:
 
         length, pending = self._with_group(op)
         # Acked entries are deleted, so the stream holds exactly the pending and the undelivered ones.
-        return {"undelivered": length - pending["pending"], "pending": pending["pending"]}
+        return QueueDepth(undelivered=length - pending["pending"], pending=pending["pending"])
 
     def latest_rollouts(self, problem_id: str, limit: int = 8) -> list[GradedRollout]:
         if limit < 1:

@@ -7,14 +7,13 @@ windows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from services.records import GradedRollout
-from services.store.base import StoreCorrupt, StoreSettings
+from services.records import TEACHER_REFS, GradedRollout, RunInfo
+from services.store.base import StoreCorrupt, StoreSettings, parse_stored
 from services.store.redis_queue import GROUP
 from services.store.snapshot import ProblemState, StoreSnapshot, histogram_counts
 
@@ -61,13 +60,16 @@ class RedisSnapshots:
             problems=states,
             groups=groups,
             group_names=sorted(group_names),
-            teacher_refs={pid: self._json(k("teacher_refs"), text, f" field {pid!r}") for pid, text in refs.items()},
+            teacher_refs={
+                pid: parse_stored(TEACHER_REFS.validate_json, text, f"{self.url} key {k('teacher_refs')} field {pid!r}")
+                for pid, text in refs.items()
+            },
             queue=queue,
             rollout_ids_previous=sorted(previous),
             rollout_ids=sorted(current),
             replicas=replicas,
             paused=control.get("paused") == "1",
-            run_info=self._json(k("run_info"), info),
+            run_info=None if info is None else parse_stored(RunInfo.from_json, info, f"{self.url} key {k('run_info')}"),
         ).model_dump_json()
 
     def restore(self, data: str) -> None:
@@ -91,14 +93,15 @@ class RedisSnapshots:
                 pipe.sadd(k("group_names"), *snap.group_names)
                 pipe.hset(k("hist_by_group"), mapping=group_hist)
             if snap.teacher_refs:
-                pipe.hset(k("teacher_refs"), mapping={pid: json.dumps(r) for pid, r in snap.teacher_refs.items()})
+                refs = {pid: TEACHER_REFS.dump_json(r) for pid, r in snap.teacher_refs.items()}
+                pipe.hset(k("teacher_refs"), mapping=refs)
             for name, ids in (("rollout_ids_previous", snap.rollout_ids_previous), ("rollout_ids", snap.rollout_ids)):
                 for i in range(0, len(ids), CHUNK):
                     pipe.sadd(k(name), *ids[i : i + CHUNK])
             control: dict[str, int] = {f"replicas:{role}": n for role, n in snap.replicas.items()}
             pipe.hset(k("control"), mapping={**control, "paused": int(snap.paused)})
             if snap.run_info is not None:
-                pipe.set(k("run_info"), json.dumps(snap.run_info))
+                pipe.set(k("run_info"), snap.run_info.to_json())
             pipe.xgroup_create(k("graded"), GROUP, id="0", mkstream=True)
             for g in snap.queue:
                 pipe.xadd(k("graded"), {"r": g.to_json()})

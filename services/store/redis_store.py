@@ -36,7 +36,17 @@ from redis.retry import Retry
 
 from paced_core.passrate import Estimate
 from paced_core.redact import mask_url
-from services.records import GradedRollout, Outcome
+from services.records import (
+    METRICS_ROW,
+    TEACHER_REFS,
+    GradedRollout,
+    MetricsRow,
+    Outcome,
+    RunInfo,
+    TeacherRef,
+    WorkerStatus,
+    row_version,
+)
 from services.store.base import (
     HIST_BUCKETS,
     MAX_BLOCK_MS,
@@ -48,15 +58,16 @@ from services.store.base import (
     StoreError,
     StoreSettings,
     StoreUnavailable,
+    check_new_row,
     check_run_name,
     empty_histogram,
+    parse_stored,
 )
 from services.store.idempotency import ROLLOUT_IDS_KEPT
 from services.store.outage import OutageRetry
 from services.store.redis_lua import ACK, RECORD, REGISTER
 from services.store.redis_queue import RedisQueue
 from services.store.redis_snapshot import RedisSnapshots
-from services.store.snapshot import is_after
 
 SOCKET_TIMEOUT_S = MAX_BLOCK_MS / 1000 + 10  # a blocking read must not look like a dead server
 
@@ -76,8 +87,10 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
         metrics_cap: int = METRICS_CAP,
         recent_cap: int = 8,
         outage_s: float = 60.0,
+        waiter: str = "the run",
     ) -> None:
-        """`outage_s`: how long a command waits out an unreachable server (`OutageRetry`)."""
+        """`outage_s`: how long a command waits out an unreachable server (`OutageRetry`); `waiter`: who waits,
+        for the log line."""
         super().__init__()
         self.run_name = check_run_name(run_name)
         self.url = mask_url(url)
@@ -101,7 +114,7 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
             decode_responses=True,
             socket_connect_timeout=2.0,
             socket_timeout=SOCKET_TIMEOUT_S,
-            retry=OutageRetry(self.url, outage_s),
+            retry=OutageRetry(self.url, outage_s, waiter),
         )
         self._record = self._r.register_script(RECORD)
         self._register = self._r.register_script(REGISTER)
@@ -110,7 +123,7 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
         self._claim_settings()
 
     @classmethod
-    def attach(cls, url: str, run_name: str) -> RedisStore:
+    def attach(cls, url: str, run_name: str, outage_s: float = 60.0, waiter: str = "the run") -> RedisStore:
         """Open an existing run with the settings it was recorded with (for `paced scale`, the dashboard)."""
         probe = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 0))
         key = f"paced:{check_run_name(run_name)}:settings"
@@ -128,7 +141,7 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
             settings = StoreSettings(**json.loads(text))
         except (json.JSONDecodeError, TypeError, ValueError) as err:
             raise StoreCorrupt(f"{mask_url(url)} key {key}: unreadable settings ({err})") from err
-        return cls(url, run_name, **settings.to_dict())
+        return cls(url, run_name, **settings.to_dict(), outage_s=outage_s, waiter=waiter)
 
     def _key(self, name: str) -> str:
         return self.prefix + name
@@ -276,50 +289,45 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
 
     # ---------------------------------------------------------------- teacher references
 
-    def put_teacher_refs(self, problem_id: str, refs: list[dict[str, Any]]) -> None:
-        self._r.hset(self._key("teacher_refs"), problem_id, json.dumps(refs))
+    def put_teacher_refs(self, problem_id: str, refs: Sequence[TeacherRef]) -> None:
+        self._r.hset(self._key("teacher_refs"), problem_id, TEACHER_REFS.dump_json(list(refs)))
 
-    def get_teacher_refs(self, problem_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    def get_teacher_refs(self, problem_ids: Sequence[str]) -> dict[str, list[TeacherRef]]:
         if not problem_ids:
             return {}
         key = self._key("teacher_refs")
-        out = {}
-        for pid, text in zip(problem_ids, self._r.hmget(key, list(problem_ids)), strict=True):
-            refs = self._json(key, text, f" field {pid!r}")
-            if refs is None:
-                continue
-            if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
-                raise StoreCorrupt(f"{self.url} key {key} field {pid!r}: not a list of reference objects")
-            out[pid] = refs
-        return out
+        return {
+            pid: parse_stored(TEACHER_REFS.validate_json, text, f"{self.url} key {key} field {pid!r}")
+            for pid, text in zip(problem_ids, self._r.hmget(key, list(problem_ids)), strict=True)
+            if text is not None
+        }
 
     def teacher_ref_count(self) -> int:
         return int(self._r.hlen(self._key("teacher_refs")))
 
     # ---------------------------------------------------------------- metrics
 
-    def append_metrics(self, row: dict[str, Any]) -> int:
-        if "seq" in row:
-            raise ValueError(f"metrics row must not carry a 'seq' key (the store assigns it); got {row['seq']!r}")
+    def append_metrics(self, row: MetricsRow) -> int:
+        check_new_row(row)
         # "0-*": Redis numbers the entries 0-1, 0-2, ... atomically, so seq needs no counter of its own.
         entry_id = self._r.xadd(
             self._key("metrics"),
-            {"row": json.dumps(row)},
+            {"row": row.model_dump_json(exclude={"seq"})},
             id="0-*",
             maxlen=self._settings.metrics_cap,
             approximate=False,
         )
         return int(entry_id.partition("-")[2])
 
-    def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
+    def metrics(self, since_seq: int = 0, limit: int = 10_000) -> list[MetricsRow]:
         key = self._key("metrics")
-        rows = []
-        for entry_id, fields in self._r.xrange(key, f"(0-{max(since_seq, 0)}", "+", count=limit):
-            row = self._json(key, fields.get("row"), f" entry {entry_id}")
-            if not isinstance(row, dict):
-                raise StoreCorrupt(f"{self.url} key {key} entry {entry_id}: not a metrics row object")
-            rows.append({**row, "seq": int(entry_id.partition("-")[2])})
-        return rows
+        return [
+            self._row(key, entry_id, fields).model_copy(update={"seq": int(entry_id.partition("-")[2])})
+            for entry_id, fields in self._r.xrange(key, f"(0-{max(since_seq, 0)}", "+", count=limit)
+        ]
+
+    def _row(self, key: str, entry_id: str, fields: dict[str, str]) -> MetricsRow:
+        return parse_stored(METRICS_ROW.validate_json, fields.get("row", ""), f"{self.url} key {key} entry {entry_id}")
 
     def drop_metrics_after(self, step: int) -> int:
         key = self._key("metrics")
@@ -328,8 +336,7 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
         while True:  # pages, not one XRANGE: the series may hold metrics_cap rows of a few KB each
             page = self._r.xrange(key, start, "+", count=1_000)
             for entry_id, fields in page:
-                row = self._json(key, fields.get("row"), f" entry {entry_id}")
-                if is_after(row, step):
+                if row_version(self._row(key, entry_id, fields)) > step:
                     later.append(entry_id)
             if len(page) < 1_000:
                 break
@@ -356,24 +363,29 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
     def paused(self) -> bool:
         return self._r.hget(self._key("control"), "paused") == "1"
 
-    def set_worker_status(self, worker_id: str, status: dict[str, Any]) -> None:
-        self._r.hset(self._key("workers"), worker_id, json.dumps({**status, "last_seen": time.time()}))
+    def set_worker_status(self, worker_id: str, status: WorkerStatus) -> None:
+        status = status.model_copy(update={"last_seen": time.time()})
+        self._r.hset(self._key("workers"), worker_id, status.to_json())
 
-    def worker_statuses(self) -> dict[str, dict[str, Any]]:
+    def worker_statuses(self) -> dict[str, WorkerStatus]:
         key = self._key("workers")
-        return {wid: self._json(key, text, f" field {wid!r}") for wid, text in self._r.hgetall(key).items()}
+        return {
+            wid: parse_stored(WorkerStatus.from_json, text, f"{self.url} key {key} field {wid!r}")
+            for wid, text in self._r.hgetall(key).items()
+        }
 
     def remove_worker_status(self, worker_id: str) -> None:
         self._r.hdel(self._key("workers"), worker_id)
 
     # ---------------------------------------------------------------- run
 
-    def set_run_info(self, info: dict[str, Any]) -> None:
-        self._r.set(self._key("run_info"), json.dumps(info))
+    def set_run_info(self, info: RunInfo) -> None:
+        self._r.set(self._key("run_info"), info.to_json())
 
-    def run_info(self) -> dict[str, Any] | None:
+    def run_info(self) -> RunInfo | None:
         key = self._key("run_info")
-        return self._json(key, self._r.get(key))
+        text = self._r.get(key)
+        return None if text is None else parse_stored(RunInfo.from_json, text, f"{self.url} key {key}")
 
     def clear(self) -> None:
         """Delete every key under this run's prefix (SCAN, never FLUSHDB), then store the settings again."""

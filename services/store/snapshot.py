@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.records import GradedRollout
+from services.records import GradedRollout, RunInfo, TeacherRef
 from services.store.base import HIST_BUCKETS, StoreError, StoreSettings, bucket_of
 
 FORMAT = "paced-store-snapshot/1"
@@ -46,13 +46,13 @@ class StoreSnapshot(BaseModel):
     problems: dict[str, ProblemState]
     groups: dict[str, str]  # problem id -> group
     group_names: list[str]  # every registered group, including any left with no problem
-    teacher_refs: dict[str, list[dict[str, Any]]]
+    teacher_refs: dict[str, list[TeacherRef]]
     queue: list[GradedRollout]
     rollout_ids_previous: list[str]
     rollout_ids: list[str]
     replicas: dict[str, int]
     paused: bool
-    run_info: dict[str, Any] | None
+    run_info: RunInfo | None
 
     @classmethod
     def parse(cls, data: str, settings: StoreSettings, where: str) -> StoreSnapshot:
@@ -100,13 +100,3 @@ def histogram_counts(
         if pid in groups:
             by_group[groups[pid]][bucket] += 1
     return counts, by_group
-
-
-def is_after(row: Any, step: int) -> bool:
-    """Whether a metrics row belongs to a step after `step`: its "step" (step rows), else its "version" (eval
-    rows), is greater. A row with neither is of no step, and never after."""
-    for key in ("step", "version"):
-        value = row.get(key) if isinstance(row, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value > step
-    return False

@@ -19,7 +19,8 @@ function showError(message) {
 }
 
 function reportError(err) {
-  showError(`the dashboard API did not answer: ${err.message}`);
+  // 503: the store is unreachable; the answer says so and that the run waits for it.
+  showError(err.status === 503 ? err.message : `the dashboard API did not answer: ${err.message}`);
 }
 
 async function getJSON(path) {
