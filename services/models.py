@@ -6,6 +6,7 @@ offline-friendly), or `embedded:teacher` / `embedded:student` for the tiny model
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -77,6 +78,25 @@ def load_model(
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{what}: cannot load a model from {source!r}: {err}") from err
     return model.to(device)
+
+
+def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> Path:
+    """Save `model` (safetensors, config, generation config) and `tokenizer` into `directory`; returns it.
+
+    Every file gets the mode a plain `open()` gives, 0666 less the umask: transformers writes weight files
+    through a temporary file, which is created 0600, so others on a shared machine (or a vLLM server
+    running as another user) could not read the weights.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+    return directory
 
 
 def pick_device(setting: str) -> str:

@@ -4,6 +4,8 @@ safetensors model directory that transformers loads, with its chat template, and
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from paced_core.tasks import Problem, get_template
 from services.gguf_import import SMOLLM2, GGUFImportError, import_gguf, main, smollm2_gguf_path
+from services.models import save_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +74,21 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path):
 def test_an_existing_model_is_not_overwritten_and_the_cli_says_why(imported, capsys):
     assert main([SMOLLM2, str(imported)]) == 1
     assert "already holds a model (config.json); remove it or pass --overwrite" in capsys.readouterr().err
+
+
+def test_every_file_is_readable_as_the_umask_allows(imported):
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in imported.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask), modes  # 0644 under the usual umask 022
+
+
+def test_a_saved_model_dir_follows_a_stricter_umask(tiny_models, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["student"])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["student"])
+    previous = os.umask(0o027)
+    try:
+        saved = save_model_dir(model, tokenizer, tmp_path / "model")
+    finally:
+        os.umask(previous)
+    assert {stat.S_IMODE(path.stat().st_mode) for path in saved.iterdir()} == {0o640}
