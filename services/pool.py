@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from paced_core.config import BuiltinData, DataConfig, DataSource, JsonlData, SyntheticData
+from paced_core.config import BuiltinData, DataConfig, DatasetsData, DataSource, JsonlData, SyntheticData
+from paced_core.hf_datasets import load_hf_dataset
 from paced_core.tasks import (
     Problem,
     TaskDataError,
@@ -28,6 +29,17 @@ def _load(source: DataSource) -> list[Problem]:
         return builtin_dataset(source.name)
     if isinstance(source, JsonlData):
         return load_jsonl(source.path)
+    if isinstance(source, DatasetsData):
+        fields = source.fields
+        return load_hf_dataset(
+            source.path,
+            question=fields.question,
+            answer=fields.answer,
+            id=fields.id,
+            group=fields.group,
+            split=source.split,
+            checker=source.checker,
+        )
     if isinstance(source, SyntheticData):
         return synthetic_arithmetic(source.n, levels=tuple(source.levels), seed=source.seed, shares=source.shares)
     raise TypeError(f"unknown data source {source!r}")
@@ -70,8 +82,11 @@ def load_pool(cfg: DataConfig, seed: int = 0) -> Pool:
 
 
 def group_of(problem: Problem) -> str:
-    """The bucket a problem is reported under: difficulty level, else subject, else its dataset."""
+    """The bucket a problem is reported under: its group (a `datasets` source's fields.group), else difficulty
+    level, else subject, else its dataset."""
     meta = problem.metadata
+    if meta.get("group") is not None:
+        return str(meta["group"])
     if "level" in meta and meta["level"] is not None:
         return f"L{meta['level']}"
     return str(meta.get("subject") or meta.get("dataset") or "all")

@@ -122,6 +122,25 @@ class JsonlData(Section):
     path: str
 
 
+class DatasetFields(Section):
+    """Which column of a `datasets` source holds each part of a problem."""
+
+    question: str = "question"
+    answer: str = "answer"
+    id: str | None = None  # unique ids; None: <file stem>-<row index>
+    group: str | None = None  # the group its accuracy is reported under
+
+
+class DatasetsData(Section):
+    """A local file or folder read with Hugging Face `datasets` (optional extra; nothing is fetched)."""
+
+    type: Literal["datasets"] = "datasets"
+    path: str  # a .parquet, .json, .jsonl, .csv or .arrow file, or a folder written by save_to_disk
+    split: str | None = None  # of a saved DatasetDict (needed when it holds more than one)
+    fields: DatasetFields = Field(default_factory=DatasetFields)
+    checker: Literal["math", "exact"] = "math"
+
+
 class SyntheticData(Section):
     type: Literal["synthetic"] = "synthetic"
     n: Int = Field(default=2000, ge=1)
@@ -143,7 +162,7 @@ class SyntheticData(Section):
         return self
 
 
-DataSource = Annotated[BuiltinData | JsonlData | SyntheticData, Field(discriminator="type")]
+DataSource = Annotated[BuiltinData | JsonlData | DatasetsData | SyntheticData, Field(discriminator="type")]
 # One source or a list of them, told apart by shape, so an error names only the shape given.
 DataSources = Annotated[
     Annotated[DataSource, Tag("one")] | Annotated[list[DataSource], Tag("list")],
