@@ -6,13 +6,16 @@
     print(cause_of(err))             # the error an actor raised, without Ray's traceback framing
 
 Every actor of a run lives in the `paced` namespace, so the named ones (the embedded store) are found
-across jobs: `paced scale` and `paced dashboard` attach to a running run's store by name.
+across jobs: `paced scale` and `paced dashboard` attach to a running run's store by name. Every other actor
+is named `RUN:ID` (`actor_name`) after the id the dashboard and the log give it: `demo:student-3`,
+`demo:verifier-1`, `demo:learner-1`, so `ray list actors` and Ray's dashboard show which is which.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 # A local cluster listens on loopback only: Ray reads this when it is imported, so set it before.
@@ -74,6 +77,24 @@ def _describe(context: BaseContext) -> str:
     if context.dashboard_url:
         parts.append(f"dashboard http://{context.dashboard_url}")
     return ", ".join(parts)
+
+
+def start_named(create: Callable[[str], ActorHandle], name: str) -> ActorHandle:
+    """`create(name)`: a new actor under Ray name `name`, or `name#2`, `name#3`, ... while that name is still
+    held in the namespace (a dead actor of an earlier segment of the run that Ray has not released yet)."""
+    for attempt in range(1, 9):
+        candidate = name if attempt == 1 else f"{name}#{attempt}"
+        try:
+            return create(candidate)
+        except ValueError as err:
+            if "already taken" not in str(err):
+                raise
+    raise ValueError(f"Ray actor names {name} to {name}#8 are all taken in namespace {NAMESPACE!r}")
+
+
+def actor_name(run_name: str, actor_id: str) -> str:
+    """The Ray name of a run's actor: `RUN:ID`, ID as the dashboard and the log name it."""
+    return f"{run_name}:{actor_id}"
 
 
 def await_start(

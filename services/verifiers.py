@@ -19,7 +19,7 @@ from ray.exceptions import RayActorError
 
 from paced_core.config import StoreConfig, VerifierConfig
 from paced_core.tasks import Problem
-from services.cluster import await_start
+from services.cluster import NAMESPACE, actor_name, await_start, start_named
 from services.placement import ActorRequest
 from services.records import GradingReport, Rollout
 from services.verifier import Verifier
@@ -52,8 +52,19 @@ def verifier_starter(
     """What `VerifierPool` starts verifier `index` (0-based) with: a `Verifier` actor asking Ray for
     `request`, returned once it answers (a failed start names it)."""
 
+    started = 0
+
     def start(index: int) -> ActorHandle:
-        verifier = ray.remote(Verifier).options(**request.options()).remote(verifier_cfg, store_cfg, list(pool))
+        nonlocal started
+        started += 1  # a replacement gets a name of its own: verifier-3 for the first replaced of two
+        verifier = start_named(
+            lambda name: (
+                ray.remote(Verifier)
+                .options(**request.options(), name=name, namespace=NAMESPACE)
+                .remote(verifier_cfg, store_cfg, list(pool))
+            ),
+            actor_name(store_cfg.run_name, f"verifier-{started}"),
+        )
         await_start(verifier, f"verifier {index + 1}", request, verifier.stats.remote(), timeout_s)
         return verifier
 

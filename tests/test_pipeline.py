@@ -19,6 +19,7 @@ import torch
 
 from paced_core.config import load_config
 from paced_core.tasks import get_template
+from services.cluster import NAMESPACE
 from services.driver import ROLE, Driver
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +144,11 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
         driver.store.set_desired_replicas(ROLE, 3)
         _when(lambda: len(driver.fleet.workers) == 3)
         seen_counts.append(len(driver.fleet.workers))
+        # Each actor's Ray name is the run's name and the id the dashboard shows.
+        for worker_id, slot in driver.fleet.workers.items():
+            assert ray.get_actor(f"scale:{worker_id}", namespace=NAMESPACE)._actor_id == slot.handle._actor_id
+        assert ray.get_actor("scale:learner-1", namespace=NAMESPACE)._actor_id == driver.training.learner._actor_id
+        assert ray.get_actor("scale:verifier-1", namespace=NAMESPACE)._actor_id == driver.verifiers.actors[0]._actor_id
         # Keep three until the learner has recorded a step with them (starting actors can take longer
         # than a step on a loaded machine, so "three exist" alone does not mean a step saw them).
         _when(lambda: any(r["workers"] == 3 for r in read_steps(tmp_path)))

@@ -28,7 +28,7 @@ from ray.actor import ActorHandle
 
 from paced_core.config import PacedConfig
 from paced_core.tasks import get_template
-from services.cluster import await_start, cause_of
+from services.cluster import NAMESPACE, actor_name, await_start, cause_of, start_named
 from services.placement import Demand, start_report
 from services.records import RolloutRequest, WorkerStatus
 from services.store.base import PassRateStore
@@ -115,22 +115,26 @@ class RolloutFleet:
                 "weight_transport": rollout.vllm.weight_transport,
             }
         request = "rollout" if role == "student" else "teacher reference"
-        handle = (
-            ray.remote(worker_cls)
-            .options(**self.demand.of(request).options(), name=None)
-            .remote(
-                worker_id,
-                model.path,
-                rollout,
-                self._pool_ref,
-                get_template(cfg.data.template),
-                gguf_file=model.gguf_file,
-                dtype=model.dtype,
-                chat=cfg.student.chat_template,
-                role=role,
-                threads=max(1, int(rollout.num_cpus)),
-                **backend_args,
-            )
+        options = self.demand.of(request).options()
+        handle = start_named(
+            lambda name: (
+                ray.remote(worker_cls)
+                .options(**options, name=name, namespace=NAMESPACE)
+                .remote(
+                    worker_id,
+                    model.path,
+                    rollout,
+                    self._pool_ref,
+                    get_template(cfg.data.template),
+                    gguf_file=model.gguf_file,
+                    dtype=model.dtype,
+                    chat=cfg.student.chat_template,
+                    role=role,
+                    threads=max(1, int(rollout.num_cpus)),
+                    **backend_args,
+                )
+            ),
+            actor_name(cfg.store.run_name, worker_id),
         )
         return WorkerSlot(worker_id, handle)
 

@@ -22,7 +22,7 @@ import ray
 from paced_core.config import PacedConfig
 from paced_core.schedule import LossSchedule
 from paced_core.tasks import Problem
-from services.cluster import await_start
+from services.cluster import NAMESPACE, actor_name, await_start, start_named
 from services.driver.accounting import STATE_FILE, RunState
 from services.placement import Demand
 from services.store.base import PassRateStore
@@ -37,6 +37,7 @@ class Training:
     ) -> None:
         self.cfg, self.demand, self.pool, self.out, self._log = cfg, demand, pool, out, log
         self.schedule = LossSchedule(cfg.schedule, cfg.learner.steps)
+        self._starts = 0  # learners started: the Ray name of each is learner-N
         self.learner = self._start()
         transport = cfg.rollout.vllm.weight_transport if cfg.rollout.backend == "vllm" else "object_store"
         self.sync: WeightSync = make_sync(
@@ -49,8 +50,13 @@ class Training:
         from services.learner_actor import learner_actor
 
         # Training steps one at a time; publishing (`weights`, pushes) on a thread of its own beside them.
-        learner_cls = learner_actor(**self.demand.of("learner").options())
-        learner = learner_cls.remote(self.cfg, self.pool, str(self.out))
+        self._starts += 1
+        learner = start_named(
+            lambda name: learner_actor(**self.demand.of("learner").options(), name=name, namespace=NAMESPACE).remote(
+                self.cfg, self.pool, str(self.out)
+            ),
+            actor_name(self.cfg.store.run_name, f"learner-{self._starts}"),
+        )
         await_start(
             learner,
             "the learner",

@@ -8,7 +8,6 @@ windows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
@@ -28,7 +27,6 @@ class RedisSnapshots:
     _settings: StoreSettings
     _group_ready: bool
     _parse_state: Callable[[str, str], tuple[int, bool, list[tuple[bool, int]]]]
-    _json: Callable[..., Any]
     clear: Callable[[], None]
     run_name: str
     url: str

@@ -151,20 +151,12 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
         key = self._key("settings")
         mine = self._settings.to_dict()
         self._r.set(key, json.dumps(mine), nx=True)
-        stored = self._json(key, self._r.get(key))
+        stored = parse_stored(json.loads, self._r.get(key) or "null", f"{self.url} key {key}")
         if stored != mine:
             raise StoreError(
                 f"run {self.run_name!r} at {self.url} was recorded with store settings {stored}, not {mine}; "
                 "use the same settings, another run name, or clear the run"
             )
-
-    def _json(self, key: str, text: str | None, what: str = "") -> Any:
-        if text is None:
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise StoreCorrupt(f"{self.url} key {key}{what}: not JSON ({err}): {text[:80]!r}") from err
 
     # ---------------------------------------------------------------- pass rates
 
