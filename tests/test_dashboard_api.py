@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from paced_core.config.schema import BetaKernel
 from services.dashboard import create_app, start_in_thread
+from services.dashboard.server import dashboard_store
 from services.dashboard.server import main as dashboard_main
 from services.records import Outcome, WorkerStatus
 from services.store import MemoryStore, RedisStore
@@ -366,7 +367,8 @@ def test_control_is_off_without_a_configured_token(fresh: RedisStore, token) -> 
 
 def test_an_unreachable_store_is_503_naming_the_run() -> None:
     server = RedisServer().start()
-    store = RedisStore(server.url, run_name="gone")
+    RedisStore(server.url, run_name="gone").set_run_info(run_info("gone"))
+    store = dashboard_store(server.url, "gone")  # as the dashboard attaches: an outage waited out 2 s
     client = TestClient(create_app(store, "gone", None))
     server.stop()
     r = client.get("/api/histogram")

@@ -83,6 +83,23 @@ def test_without_a_token_control_is_off_in_the_child(store: RedisStore, redis_ur
         handle.stop()
 
 
+def nice_of(pid: int, tid: int) -> int:
+    """The nice value of one thread, from /proc (field 19 of its stat line)."""
+    return int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(") ", 1)[1].split()[16])
+
+
+def test_the_child_runs_every_thread_at_the_nice_it_is_given(store: RedisStore, redis_url: str) -> None:
+    mine = os.nice(0)
+    handle = start_in_process(redis_url, store.run_name, "127.0.0.1", 0, None, nice=7)
+    try:
+        assert httpx.get(handle.url + "api/summary", timeout=10).status_code == 200  # its threads are up
+        tids = [int(t) for t in os.listdir(f"/proc/{handle.pid}/task")]
+        assert len(tids) > 1 and {nice_of(handle.pid, t) for t in tids} == {min(19, mine + 7)}
+    finally:
+        handle.stop()
+    assert os.nice(0) == mine  # the caller's own priority is untouched
+
+
 def test_serves_the_embedded_store_of_a_run_in_the_ray_cluster(ray_cluster) -> None:
     import ray
 

@@ -149,6 +149,9 @@ def test_scale_up_and_down_during_a_run(ray_cluster, tmp_path, tiny_models):
             assert ray.get_actor(f"scale:{worker_id}", namespace=NAMESPACE)._actor_id == slot.handle._actor_id
         assert ray.get_actor("scale:learner-1", namespace=NAMESPACE)._actor_id == driver.training.learner._actor_id
         assert ray.get_actor("scale:verifier-1", namespace=NAMESPACE)._actor_id == driver.verifiers.actors[0]._actor_id
+        # The run's dashboard yields the CPU: its process runs at dashboard.nice (10) above the driver's.
+        stat = Path(f"/proc/{driver.dashboard.pid}/stat").read_text().rsplit(") ", 1)[1].split()
+        assert int(stat[16]) == min(19, os.nice(0) + cfg.dashboard.nice) and cfg.dashboard.nice == 10
         # Keep three until the learner has recorded a step with them (starting actors can take longer
         # than a step on a loaded machine, so "three exist" alone does not mean a step saw them).
         _when(lambda: any(r["workers"] == 3 for r in read_steps(tmp_path)))

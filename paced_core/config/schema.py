@@ -428,6 +428,9 @@ class DashboardConfig(Section):
     # Bearer token for control endpoints; read from this environment variable when `token` is unset.
     token: SecretStr | None = None
     token_env: str = "PACED_DASHBOARD_TOKEN"
+    # The dashboard process's CPU priority, as Unix nice (0: the run's own; 19: the lowest). Where the
+    # machine is busy, browsers polling the page then slow its answers, not the training.
+    nice: Int = Field(default=10, ge=0, le=19)
 
     @field_validator("token")
     @classmethod

@@ -94,6 +94,7 @@ def start_in_process(
     token: str | None = None,
     log_path: Path | None = None,
     start_timeout_s: float = START_TIMEOUT_S,
+    nice: int = 0,
 ) -> DashboardProcess:
     """Serve the dashboard of `run_name` from a child process; return once it answers.
 
@@ -103,13 +104,17 @@ def start_in_process(
     Raises OSError naming the address when it cannot listen there, RuntimeError with the child's output
     when it does not start.
     """
+    if not 0 <= nice <= 19:
+        raise ValueError(f"start_in_process: nice must be in 0..19, got {nice}")
     sock = listen(host, port)
     url = url_of(sock)
     env = {k: v for k, v in os.environ.items() if k not in (STORE_URL_ENV, TOKEN_ENV)}
     # The package this module was imported from, wherever the caller's working directory is.
     root = str(Path(services.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    argv = [sys.executable, "-m", "services.dashboard", "--run", run_name, "--fd", str(sock.fileno())]
+    # nice(1), not os.nice in the child: threads its imports start (BLAS pools) must be lowered too.
+    argv = ["nice", "-n", str(nice)] if nice else []
+    argv += [sys.executable, "-m", "services.dashboard", "--run", run_name, "--fd", str(sock.fileno())]
     if store_url is not None:
         env[STORE_URL_ENV] = store_url
     else:

@@ -24,7 +24,9 @@ def start_dashboard(cfg: PacedConfig, out: Path, log: Callable[[str], None]) -> 
     token = d.token.get_secret_value() if d.token is not None else os.environ.get(d.token_env) or None
     url = cfg.store.url.get_secret_value() if cfg.store.url is not None else None
     try:
-        handle = start_in_process(url, cfg.store.run_name, d.host, d.port, token, log_path=out / "dashboard.log")
+        handle = start_in_process(
+            url, cfg.store.run_name, d.host, d.port, token, log_path=out / "dashboard.log", nice=d.nice
+        )
     except (OSError, RuntimeError) as err:  # a busy port; a dashboard process that did not start (its output)
         raise DashboardError(
             f"the run's dashboard did not start: {err} (dashboard.enabled: false runs without it)"
