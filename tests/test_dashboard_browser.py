@@ -7,6 +7,7 @@ Also saves tests/artifacts/dashboard.png (the README shows a copy of one, docs/d
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -213,3 +214,23 @@ def test_clicking_a_histogram_bar_lists_its_problems(page: Page, run) -> None:
     first.click()
     page.page.wait_for_function("() => paced.problem !== null")
     assert page.js("paced.problem.bucket") == bucket
+
+
+def test_a_run_of_one_step_says_one_step_not_one_steps(browser, redis_url: str) -> None:
+    store = RedisStore(redis_url, run_name="one-step")
+    sim = SimulatedRun(store, store.run_name, problems=50, steps=1, per_step=8)
+    server = start_in_thread(store, store.run_name, "127.0.0.1", 0, None)
+    try:
+        sim.start()
+        sim.train_step()
+        server.app.state.view.refresh()
+        p = Page(browser, server.url)
+        p.page.wait_for_function("() => document.getElementById('loss-note').textContent !== ''")
+        assert p.page.locator("#loss-note").text_content() == "last 1 step"
+        assert re.fullmatch(r"step 1, \d+ sequences", p.page.locator("#trained-note").text_content())
+        assert p.problems == []
+        p.page.close()
+    finally:
+        server.stop()
+        store.clear()
+        store.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -95,10 +96,14 @@ def test_full_graph_runs_a_few_steps(backend, ray_cluster, redis_url, tmp_path, 
     assert saved["steps"] == 6 and saved["run"] == f"graph-{backend}"
 
 
-def test_sync_mode_runs_the_same_graph(ray_cluster, tmp_path, tiny_models):
-    summary = run_driver(small_config(tiny_models, "graph-sync", **{"pipeline.mode": "sync"}), tmp_path)
+def test_sync_mode_runs_the_same_graph(ray_cluster, tmp_path, tiny_models, capsys):
+    cfg = small_config(tiny_models, "graph-sync", **{"pipeline.mode": "sync", "run.log_every_s": "0.001"})
+    summary = run_driver(cfg, tmp_path)
     assert summary["steps"] == 6 and summary["mode"] == "sync"
     assert_every_graded_rollout_is_accounted_for(summary)
+    # Progress lines say the time left: after a step, from this run's rate; the last one, done.
+    lines = [line for line in capsys.readouterr().out.splitlines() if "] step " in line]
+    assert re.search(r"step [1-5]/6 \(eta \d+ s\) loss", "\n".join(lines)) and "step 6/6 (done)" in lines[-1]
 
 
 def run_while(driver: Driver, action) -> dict:

@@ -24,6 +24,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from paced_core.config import PacedConfig
+from paced_core.progress import eta
 from services.driver.accounting import RunState
 from services.driver.evaluation import Evaluation
 from services.driver.fleet import RolloutFleet, WorkerSlot
@@ -72,7 +73,7 @@ class Loop:
         self.cfg, self.scheduler, self.fleet, self.verifiers = cfg, scheduler, fleet, verifiers
         self.training, self.evaluation, self.store, self.state = training, evaluation, store, state
         self.run_dir, self._log = run_dir, log
-        self.step = 0
+        self.step = self._first_step = 0
         self.seconds = 0.0  # in the loop, this segment
         self.stopping = False
         self._last_step: StepReport | None = None
@@ -85,7 +86,7 @@ class Loop:
         self.stopping = True
 
     def run(self, first_step: int) -> None:
-        self.step = first_step
+        self.step = self._first_step = first_step
         self._tokens0 = self.state.generated_tokens
         started = time.perf_counter()
         self._t0, self._last_trained = started, time.monotonic()
@@ -187,8 +188,10 @@ class Loop:
         last = self._last_step
         trained = last.trained if last is not None else None
         staleness = trained.staleness_mean if trained else 0.0
+        steps, first = self.cfg.learner.steps, self._first_step  # this segment's rate: a resumed run's too
+        left = eta(self.step - first, steps - first, self._elapsed()) if self.step < steps else "done"
         self._log(
-            f"step {self.step}/{self.cfg.learner.steps} "
+            f"step {self.step}/{steps} ({left}) "
             f"loss {trained.loss if trained else float('nan'):.4f} ({last.loss_kind if last else '-'}) | "
             f"p: seen {s['seen']:.0%} mean {s['mean_p']:.2f} near0 {s['near0']:.0%} mid {s['mid']:.0%} "
             f"near1 {s['near1']:.0%} | rollout {tok_s:.0f} tok/s | staleness {staleness:.1f} "

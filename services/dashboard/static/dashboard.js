@@ -9,6 +9,7 @@ window.paced = paced;
 
 const $ = (id) => document.getElementById(id);
 const fmt = (x, digits = 2) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits));
+const count = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const pct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)}%`);
 const bucketLabels = (edges) => edges.slice(0, -1).map((e, i) => `${e.toFixed(2)}–${edges[i + 1].toFixed(2)}`);
 
@@ -234,13 +235,14 @@ async function refreshTrained() {
   c.data.datasets[1].data = t.pool_fraction;
   c.update();
   $("trained-note").textContent = t.window_steps
-    ? `steps ${t.first_step}–${t.last_step}, ${t.sequences} sequences` : "no step yet";
+    ? `${t.first_step === t.last_step ? `step ${t.first_step}` : `steps ${t.first_step}–${t.last_step}`}, `
+      + count(t.sequences, "sequence") : "no step yet";
   const l = paced.charts["chart-loss-bucket"];
   l.data.labels = labels;
   l.data.datasets[0].data = t.loss_mean;
   l.data.datasets[0].label = `mean per-sequence ${t.loss_kinds.join(", ") || "loss"}`;
   l.update();
-  $("loss-note").textContent = t.window_steps ? `last ${t.window_steps} steps` : "";
+  $("loss-note").textContent = t.window_steps ? `last ${count(t.window_steps, "step")}` : "";
 }
 
 async function refreshGroups() {
@@ -269,7 +271,7 @@ async function refreshSeries() {
 async function refreshHistory() {
   const history = await getJSON("/api/histogram/history?max_points=400");
   drawHeatmap(history);
-  $("heatmap-note").textContent = history.steps.length ? `${history.steps.length} steps` : "";
+  $("heatmap-note").textContent = history.steps.length ? count(history.steps.length, "step") : "";
 }
 
 async function refreshWorkers() {
