@@ -25,7 +25,7 @@ from services.dashboard.server import dashboard_store
 from services.dashboard.server import main as dashboard_main
 from services.records import Outcome, WorkerStatus
 from services.store import MemoryStore, RedisStore
-from services.store.base import HIST_BUCKETS, bucket_of
+from services.store.base import HIST_BUCKETS, StoreSettings, bucket_of
 from services.store.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +124,23 @@ def test_history_keeps_one_snapshot_per_learner_step(fresh: RedisStore) -> None:
     assert history["steps"] == [0, 1, 2, 3]
     assert history["counts"][-1] == fresh.histogram()["counts"]
     assert all(sum(c) == s for c, s in zip(history["counts"], history["seen"], strict=True))
+    # Window 16, Beta(1, 1): p_hat lies in [1/18, 17/18], so the end buckets can never hold a problem.
+    assert history["reachable"] == [False] + [True] * 18 + [False]
+    assert all(c[0] == 0 and c[-1] == 0 for c in history["counts"])
+
+
+@pytest.mark.parametrize(
+    ("settings", "blank"),
+    [
+        ({"window": 16}, [0, 19]),
+        ({"window": 40}, []),  # 1/42 and 41/42 reach the end buckets
+        # No prior, 4 outcomes: p_hat is k/n, n <= 4: 0, 1/4, 1/3, 1/2, 2/3, 3/4, 1 (buckets 0 5 6 10 13 15 19).
+        ({"window": 4, "prior_a": 0.0, "prior_b": 0.0}, [1, 2, 3, 4, 7, 8, 9, 11, 12, 14, 16, 17, 18]),
+    ],
+)
+def test_reachable_buckets_follow_the_window_and_prior(settings: dict, blank: list[int]) -> None:
+    reachable = StoreSettings(**settings).reachable_buckets()
+    assert [b for b, r in enumerate(reachable) if not r] == blank
 
 
 def test_trained_distribution_and_loss_per_bucket_come_from_the_step_rows(api: TestClient, recorded) -> None:

@@ -228,6 +228,8 @@ def test_a_run_of_one_step_says_one_step_not_one_steps(browser, redis_url: str) 
         p.page.wait_for_function("() => document.getElementById('loss-note').textContent !== ''")
         assert p.page.locator("#loss-note").text_content() == "last 1 step"
         assert re.fullmatch(r"step 1, \d+ sequences", p.page.locator("#trained-note").text_content())
+        p.page.wait_for_function("() => document.getElementById('heatmap-note').textContent !== ''")
+        assert p.page.locator("#heatmap-note").text_content() == "1 step; 2 blank rows: no estimate can fall there"
         assert p.problems == []
         p.page.close()
     finally:

@@ -170,6 +170,7 @@ def add_reads(
             times=[s.time for s in picked],
             counts=[s.counts for s in picked],
             seen=[s.seen for s in picked],
+            reachable=store.settings().reachable_buckets(),
         )
 
     def read_trained() -> schema.TrainedOut:

@@ -85,6 +85,9 @@ class HistoryOut(Out):
     times: list[float]
     counts: list[list[int]] = Field(description="per snapshot, the 20 bucket counts")
     seen: list[int]
+    reachable: list[bool] = Field(
+        description="per bucket, whether the run's estimates can fall in it at all (window and prior)"
+    )
 
 
 class TrainedOut(Out):

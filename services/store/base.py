@@ -133,6 +133,12 @@ class StoreSettings:
         """`paced_core.passrate.p_hat` under this run's prior."""
         return p_hat(correct, n, self.prior_a, self.prior_b)
 
+    def reachable_buckets(self) -> list[bool]:
+        """Per histogram bucket, whether any estimate this run can make (1..capacity outcomes) falls in it:
+        with window 16 and a Beta(1, 1) prior, p_hat lies in [1/18, 17/18], so the end buckets stay empty."""
+        hit = {bucket_of(self.p_hat(k, n)) for n in range(1, self.capacity + 1) for k in range(n + 1)}
+        return [b in hit for b in range(HIST_BUCKETS)]
+
     def estimate(self, outcomes: Sequence[tuple[bool, int]]) -> Estimate:
         """`paced_core.passrate.estimate_of` under this run's prior."""
         return estimate_of(outcomes, self.prior_a, self.prior_b)

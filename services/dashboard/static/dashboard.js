@@ -129,6 +129,8 @@ function points(xs, ys) {
 
 const RAMP = [[13, 8, 135], [84, 2, 163], [139, 10, 165], [185, 50, 137], [219, 92, 104], [244, 136, 73], [254, 188, 43], [240, 249, 33]];
 
+const UNREACHABLE = "#f2f4f7";
+
 function rampColor(t) {
   const x = Math.max(0, Math.min(1, t)) * (RAMP.length - 1);
   const i = Math.min(RAMP.length - 2, Math.floor(x));
@@ -165,8 +167,10 @@ function drawHeatmap(history) {
     return s;
   }));
   const cw = w / cols, rh = h / rows;
+  // A bucket no estimate of this run can fall in (window and prior) is not data: drawn blank, not as 0.
+  const reachable = history.reachable || [];
   shares.forEach((col, j) => col.forEach((s, i) => {
-    ctx.fillStyle = rampColor(max ? Math.sqrt(s / max) : 0);
+    ctx.fillStyle = reachable[i] === false ? UNREACHABLE : rampColor(max ? Math.sqrt(s / max) : 0);
     ctx.fillRect(left + j * cw, top + (rows - 1 - i) * rh, Math.ceil(cw), Math.ceil(rh));
   }));
   ctx.fillStyle = "#667085";
@@ -271,7 +275,10 @@ async function refreshSeries() {
 async function refreshHistory() {
   const history = await getJSON("/api/histogram/history?max_points=400");
   drawHeatmap(history);
-  $("heatmap-note").textContent = history.steps.length ? count(history.steps.length, "step") : "";
+  const blank = (history.reachable || []).filter((r) => !r).length;
+  $("heatmap-note").textContent = history.steps.length
+    ? count(history.steps.length, "step") + (blank ? `; ${count(blank, "blank row")}: no estimate can fall there` : "")
+    : "";
 }
 
 async function refreshWorkers() {
