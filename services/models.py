@@ -40,7 +40,9 @@ def check_model(path: str, gguf_file: str | None = None, what: str = "student.pa
     try:
         AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"{what}: cannot load a model config from {source!r}: {err}") from err
+        # A relative folder that is not there reads as a Hugging Face id: say that it is not a folder either.
+        local = "" if Path(source).is_dir() else f" (and no folder {source!r} is under {os.getcwd()})"
+        raise ModelLoadError(f"{what}: cannot load a model config from {source!r}{local}: {err}") from err
     if Path(source).is_dir():
         check_weight_files(Path(source), what)
 

@@ -40,10 +40,12 @@ def paced_run(tmp_path: Path, models: dict[str, str], *args: str) -> tuple[subpr
             "student.path: model directory '/nonexistent/model' does not exist",
         ),
         (["--set", "teacher.path=./no-such-dir"], "teacher.path: model directory './no-such-dir' does not exist"),
+        # A relative path without ./ could be a Hugging Face id: the message says it is neither.
+        (["--set", "student.path=models/not-imported"], "'models/not-imported' (and no folder 'models/not-imported' is"),
         (["--set", "learner.lr=-1"], "learner.lr: Input should be greater than 0"),
         (["--set", "store.url=redis://:s3cret@127.0.0.1:1/0"], "redis://:***@127.0.0.1:1/0"),
     ],
-    ids=["missing-student", "missing-teacher", "invalid-config", "unreachable-redis"],
+    ids=["missing-student", "missing-teacher", "not-a-folder-or-id", "invalid-config", "unreachable-redis"],
 )
 def test_bad_input_fails_fast_with_a_clear_message(tmp_path, tiny_models, args, message):
     proc, started_ray = paced_run(tmp_path, tiny_models, *args)
