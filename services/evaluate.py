@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -161,6 +162,8 @@ def start_worker(cfg: PacedConfig, backend: str) -> RolloutWorker:
     template = get_template(cfg.data.template)
     try:
         if backend == "vllm":
+            # vLLM logs to stdout by default; stdout is the table or the JSON record here.
+            os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
             from services.rollout_vllm import EngineStartError, VLLMRolloutWorker
 
             try:
