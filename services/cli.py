@@ -7,6 +7,7 @@ paced scale --rollout N [--store URL] [--run NAME] [--address ADDR] [--wait S]  
 paced experiment FILE [--out DIR] [--quick] [--parallel N]   arms x seeds, then report.md (services.experiment)
 paced analyze snr --config FILE [--checkpoint DIR] ...       gradient SNR by pass rate (services.analyze_snr)
 paced export RUN_DIR OUT [--step N] [--push-to-hub REPO]   the trained student as an HF model folder (services.export)
+paced eval --model DIR_OR_RUN --data NAME_OR_FILE [--samples K] [--json]   a model's accuracy (services.evaluate)
 paced models import-gguf SRC DST [--dtype D] [--overwrite]   a GGUF file -> an HF model folder (services.gguf_import)
 paced plan FILE [--set ...] [--json]           what a run will ask Ray for, per actor and at its peak (services.plan)
 """
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "export", help="a run's trained student as an HF model folder (paced export --help)", add_help=False
+    )
+    commands.add_parser(
+        "eval", help="a model's accuracy on a data set, as a run scores it (paced eval --help)", add_help=False
     )
     commands.add_parser(
         "experiment", help="run every arm x seed of an experiment file, then its report", add_help=False
@@ -135,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.export import main as export_main
 
         return export_main(argv[1:])
+    if argv[:1] == ["eval"]:
+        from services.evaluate import main as eval_main
+
+        return eval_main(argv[1:])
     if argv[:1] == ["experiment"]:
         from services.experiment import main as experiment_main
 

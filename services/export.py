@@ -5,9 +5,10 @@
     paced export runs/demo models/demo-student --push-to-hub me/demo-student
 
 OUT gets what `AutoModelForCausalLM.from_pretrained(OUT)` and `AutoTokenizer.from_pretrained(OUT)` read
-(config, safetensors, generation config, tokenizer with its chat template) and a model card, README.md,
-holding the run's figures (summary.json, the evaluations in metrics.jsonl) and its config (config.yaml,
-secrets masked as the run wrote it). The weights are those the learner saved at that checkpoint
+(config, safetensors, generation config, tokenizer with its chat template), a model card, README.md,
+holding the run's figures (summary.json, the evaluations in metrics.jsonl) and its config, and that config
+as the run wrote it (secrets masked) in paced_config.yaml, from which `paced eval` takes the prompt
+template, the generation settings and the graders. The weights are those the learner saved at that checkpoint
 (RUN_DIR/checkpoints/step-NNNNNN/student, `services.learner.Learner.save_checkpoint`).
 """
 
@@ -23,6 +24,9 @@ from typing import Any
 import yaml
 
 from services.driver.run_dir import CONFIG, METRICS, SUMMARY
+
+RUN_CONFIG = "paced_config.yaml"
+"""The run's config.yaml, in an exported model folder."""
 
 
 class ExportError(ValueError):
@@ -94,6 +98,7 @@ def export_model(run_dir: str | Path, out: str | Path, step: int | None = None, 
     summary, evals = _read_json(run_dir / SUMMARY), _eval_rows(run_dir / METRICS)
     card = model_card(config, summary, evals, trained_step, name or str(out))
     (out / "README.md").write_text(card)
+    (out / RUN_CONFIG).write_text((run_dir / CONFIG).read_text())
     return out
 
 

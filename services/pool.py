@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from paced_core.config import BuiltinData, DataConfig, DatasetsData, DataSource, JsonlData, SyntheticData
+from paced_core.config import (
+    BuiltinData,
+    DataConfig,
+    DatasetsData,
+    DataSource,
+    JsonlData,
+    PipelineConfig,
+    SyntheticData,
+)
 from paced_core.hf_datasets import load_hf_dataset
 from paced_core.tasks import (
     Problem,
@@ -24,7 +32,9 @@ class Pool:
     heldout: list[Problem]
 
 
-def _load(source: DataSource) -> list[Problem]:
+def load_source(source: DataSource) -> list[Problem]:
+    """The problems of one data source: an entry of `data.train`, `data.heldout` or `data.eval_sets`, or
+    `paced eval --data`."""
     if isinstance(source, BuiltinData):
         return builtin_dataset(source.name)
     if isinstance(source, JsonlData):
@@ -48,11 +58,11 @@ def _load(source: DataSource) -> list[Problem]:
 def _load_all(sources: DataSource | list[DataSource], where: str) -> list[Problem]:
     """One source, or several concatenated; a problem id that two sources share is an error."""
     if not isinstance(sources, list):
-        return _load(sources)
+        return load_source(sources)
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for index, source in enumerate(sources):
-        for problem in _load(source):
+        for problem in load_source(source):
             if problem.id in seen:
                 raise TaskDataError(
                     f"{where}[{index}]: problem id {problem.id!r} is already in {where}[{seen[problem.id]}]"
@@ -66,7 +76,7 @@ def load_pool(cfg: DataConfig, seed: int = 0) -> Pool:
     """Training pool and held-out set: a separate source, or `heldout_fraction` of the training one."""
     train = _load_all(cfg.train, "data.train")
     if cfg.heldout is not None:
-        heldout = _load(cfg.heldout)
+        heldout = load_source(cfg.heldout)
     elif cfg.heldout_fraction > 0:
         train, heldout = split_heldout(train, cfg.heldout_fraction, seed=seed)
     else:
@@ -79,6 +89,12 @@ def load_pool(cfg: DataConfig, seed: int = 0) -> Pool:
             f"data: {len(overlap)} problems are in both train and held-out, e.g. {sorted(overlap)[0]!r}"
         )
     return Pool(train=train, heldout=heldout)
+
+
+def evaluated_heldout(pool: Pool, pipeline: PipelineConfig) -> list[Problem]:
+    """The held-out problems a run evaluates: the first `pipeline.eval_problems` (0: all of them)."""
+    n = pipeline.eval_problems
+    return pool.heldout[:n] if n else pool.heldout
 
 
 def group_of(problem: Problem) -> str:
@@ -94,7 +110,7 @@ def group_of(problem: Problem) -> str:
 
 def load_eval_sets(cfg: DataConfig) -> dict[str, list[Problem]]:
     """The named evaluation sets of `data.eval_sets`, loaded."""
-    return {name: _load(source) for name, source in cfg.eval_sets.items()}
+    return {name: load_source(source) for name, source in cfg.eval_sets.items()}
 
 
 def check_checker(pool: Pool, eval_sets: Mapping[str, Sequence[Problem]], checker: str) -> None:

@@ -28,3 +28,12 @@ def test_models_without_a_command_says_so(capsys):
         main(["models"])
     assert exit_info.value.code == 2
     assert "the following arguments are required: models_command" in capsys.readouterr().err
+
+
+def test_eval_is_a_command_with_its_own_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: paced eval [-h] --model DIR_OR_RUN --data NAME_OR_FILE")
+    assert "--backend {hf,vllm}" in out and "--samples K" in out and "--json" in out

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from paced_core.config import DataConfig, RolloutConfig
+from paced_core.config import DataConfig, RolloutConfig, VerifierConfig
 from paced_core.tasks import get_template, synthetic_arithmetic
 from services.pool import load_eval_sets, load_pool
 from services.rollout import HFRolloutWorker, eval_temperature
+from services.scoring import score_problems
+from services.verifier import Grader
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +79,32 @@ def test_eval_sets_load_by_name() -> None:
     )
     sets = load_eval_sets(cfg)
     assert list(sets) == ["aime24", "amc23"] and (len(sets["aime24"]), len(sets["amc23"])) == (30, 40)
+
+
+def test_mean_at_k_scores_each_problem_then_groups_and_the_whole_set() -> None:
+    problems = synthetic_arithmetic(4, levels=(1, 2), seed=0)  # two problems of each level
+    right = {p.id: p.answer for p in problems}
+    # Sample j of problem i is right for j < i: problem accuracies 0, 1/3, 2/3, 1.
+    texts = [right[p.id] if j < i else "wrong" for i, p in enumerate(problems) for j in range(3)]
+    calls: list[int] = []
+
+    def complete(part):
+        calls.append(len(part))
+        start = sum(calls[:-1]) * 3
+        return texts[start : start + 3 * len(part)]
+
+    grader = Grader(VerifierConfig())
+    score = score_problems(problems, complete, lambda ps, ts: [v.correct for v in grader.grade(ps, ts)], 3, chunk=3)
+    assert calls == [3, 1]
+    assert score.metric == "mean@3" and score.per_problem == [0, 1 / 3, 2 / 3, 1]
+    assert score.accuracy == 6 / 12
+    levels = {f"L{p.metadata['level']}": [] for p in problems}
+    for p, a in zip(problems, score.per_problem, strict=True):
+        levels[f"L{p.metadata['level']}"].append(a)
+    assert score.by_group == pytest.approx({g: sum(v) / len(v) for g, v in sorted(levels.items())})
+    assert score.group_sizes == {g: len(v) for g, v in sorted(levels.items())}
+
+
+def test_nothing_to_score_is_refused() -> None:
+    with pytest.raises(ValueError, match="nothing to evaluate: the set has no problems"):
+        score_problems([], lambda part: [], lambda ps, ts: [], 1)

@@ -40,7 +40,7 @@ from services.driver.run_dir import RunDir
 from services.driver.sampling import sample_all
 from services.driver.summary import summarize, summary_line
 from services.driver.training import Training, restore_store, resumable_checkpoint
-from services.pool import Pool, group_of, load_eval_sets, load_pool
+from services.pool import Pool, evaluated_heldout, group_of, load_eval_sets, load_pool
 from services.records import GradingReport, RunInfo
 from services.scheduler import Scheduler
 from services.store import open_store
@@ -97,9 +97,8 @@ class Driver:
         if cfg.pipeline.warmup_samples and not self.resume:
             log(f"warm-up: {cfg.pipeline.warmup_samples} samples of every problem to seed pass rates ...")
             self._sample(list(self.fleet.workers.values()), cfg.pipeline.warmup_samples, "student")
-        self.evaluation = Evaluation(
-            cfg, self._heldout(), load_eval_sets(cfg.data), self.fleet, self.verifiers, self.store, self.run_dir, log
-        )
+        heldout, eval_sets = evaluated_heldout(self.pool, cfg.pipeline), load_eval_sets(cfg.data)
+        self.evaluation = Evaluation(cfg, heldout, eval_sets, self.fleet, self.verifiers, self.store, self.run_dir, log)
         if self.state.before is None:  # else measured in the first segment of a resumed run
             self._evaluate_before()
         self.loop = Loop(
@@ -229,10 +228,6 @@ class Driver:
         for report in reports:
             observe_grading(report, self.state, self.scheduler, self.store)
         return reports
-
-    def _heldout(self) -> list:
-        n = self.cfg.pipeline.eval_problems
-        return self.pool.heldout[:n] if n else self.pool.heldout
 
     def _evaluate_before(self) -> None:
         row = self.evaluation.heldout()
