@@ -41,7 +41,7 @@ def paced_run(tmp_path: Path, models: dict[str, str], *args: str) -> tuple[subpr
         ),
         (["--set", "teacher.path=./no-such-dir"], "teacher.path: model directory './no-such-dir' does not exist"),
         # A relative path without ./ could be a Hugging Face id: the message says it is neither.
-        (["--set", "student.path=models/not-imported"], "'models/not-imported' (and no folder 'models/not-imported' is"),
+        (["--set", "student.path=models/not-imported"], "(and no folder 'models/not-imported' is under"),
         (["--set", "learner.lr=-1"], "learner.lr: Input should be greater than 0"),
         (["--set", "store.url=redis://:s3cret@127.0.0.1:1/0"], "redis://:***@127.0.0.1:1/0"),
     ],
