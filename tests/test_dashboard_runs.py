@@ -123,6 +123,8 @@ def test_control_of_a_run_needs_the_token(api: TestClient, two_runs) -> None:
     _, sim, _ = two_runs
     refused = api.post("/runs/exp-uniform/api/control/scale", json={"rollout": 5})
     assert refused.status_code == 401 and sim.store.desired_replicas("rollout") == 2
+    large = api.post("/runs/exp-paced/api/control/scale", content=b"x" * 100_000)
+    assert large.status_code == 401  # the token before the body (a body over 64 KB with it would be 413)
     ok = api.post("/runs/exp-paced/api/control/scale", json={"rollout": 5}, headers=AUTH)
     assert ok.status_code == 200 and ok.json()["desired_rollout"] == 5
     assert sim.store.desired_replicas("rollout") == 5
