@@ -28,6 +28,7 @@ from services.store.base import PassRateStore
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+STORE_SNAPSHOT = "store_snapshot.json"  # beside a checkpoint of a run on the embedded store
 _RUN_FILES = (CONFIG, METRICS, SUMMARY, "checkpoints", "dashboard.log")
 
 
@@ -101,17 +102,9 @@ class RunDir:
         return len(rows) - len(kept)
 
     def rows(self) -> list[MetricsRow]:
-        """Every metrics.jsonl row, oldest first; a half-written last line (a killed driver's) is left out."""
+        """Every metrics.jsonl row, oldest first (`read_metrics`)."""
         self._metrics.flush()
-        lines = (self.path / METRICS).read_text().splitlines()
-        rows = []
-        for number, line in enumerate(lines, 1):
-            try:
-                rows.append(METRICS_ROW.validate_json(line))
-            except ValueError as err:
-                if number < len(lines):
-                    raise RunDirError(f"{self.path / METRICS}:{number}: not a metrics row ({err})") from None
-        return rows
+        return read_metrics(self.path / METRICS)
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
         write_json(self.path / SUMMARY, summary)
@@ -119,3 +112,23 @@ class RunDir:
 
     def close(self) -> None:
         self._metrics.close()
+
+
+def read_metrics(path: Path) -> list[MetricsRow]:
+    """Every row of the metrics.jsonl at `path`, oldest first; a half-written last line (a killed driver's)
+    is left out. RunDirError names the line that is not a row."""
+    lines = path.read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(METRICS_ROW.validate_json(line))
+        except ValueError as err:
+            if number < len(lines):
+                raise RunDirError(f"{path}:{number}: not a metrics row ({err})") from None
+    return rows
+
+
+def final_snapshot(path: Path) -> Path | None:
+    """The store snapshot of the newest checkpoint under the run folder `path` that has one, or None."""
+    found = sorted(p for p in (path / "checkpoints").glob(f"step-*/{STORE_SNAPSHOT}") if p.parent.suffix != ".tmp")
+    return found[-1] if found else None
