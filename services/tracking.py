@@ -216,7 +216,7 @@ class MlflowTracker:
             experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(cfg.experiment)
             run = self.client.create_run(experiment_id, run_name=cfg.run_name or run_name)
             run_id = run.info.run_id
-            items = [Param(key, str(value)[:6000]) for key, value in params.items()]
+            items = [Param(_mlflow_key(key), str(value)[:6000]) for key, value in params.items()]
             for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
                 self.client.log_batch(run_id, params=items[i : i + 100])
         else:
