@@ -2,10 +2,10 @@
 
     app = create_app(store, run_name="demo", token=os.environ.get("PACED_DASHBOARD_TOKEN"))
 
-reads.py has the read endpoints (GET), control.py the control ones (POST, bearer token), guard.py the
-layer in front of both: security headers on every answer, the token checked before a control body is
-read, bodies capped at 64 KB. Errors are JSON `{"detail": ...}`: 503 when the store cannot be reached,
-422 naming the field that is wrong (never echoing what was sent).
+reads.py has the read endpoints (GET), prometheus.py GET /metrics for Prometheus, control.py the control
+ones (POST, bearer token), guard.py the layer in front of all: security headers on every answer, the
+token checked before a control body is read, bodies capped at 64 KB. Errors are JSON `{"detail": ...}`:
+503 when the store cannot be reached, 422 naming the field that is wrong (never echoing what was sent).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from services.dashboard import schema
 from services.dashboard.control import add_control
 from services.dashboard.guard import Guard
+from services.dashboard.prometheus import add_metrics
 from services.dashboard.reads import add_reads
 from services.dashboard.view import RunView
 from services.store.base import PassRateStore, StoreError, StoreUnavailable
@@ -115,6 +116,7 @@ def create_app(
     add_error_handlers(app, getattr(store, "url", "its Redis"), f"run {run_name!r}")
     add_reads(app, store, run_name, view, token is not None, errors, finished)
     add_control(app, store, errors)
+    add_metrics(app, store, run_name, view)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

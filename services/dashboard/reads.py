@@ -69,7 +69,7 @@ def thin(n: int, max_points: int) -> list[int]:
     return sorted({min(n - 1, round(i * stride)) for i in range(max_points)} | {n - 1})
 
 
-def _rollout_rate(steps: list[StepPoint], i: int) -> float | None:
+def rollout_rate(steps: list[StepPoint], i: int) -> float | None:
     """Rollout tokens/s between step i-1 and step i, from their cumulative `rollout_tokens` and times."""
     if i == 0:
         return None
@@ -219,7 +219,7 @@ def add_reads(
             loss_kind=[p.loss_kind for p in pts],
             learner_tokens_per_s=[_ratio(p.tokens, w) for p, w in zip(pts, busy, strict=True)],
             learner_idle=[_ratio(p.waited_s, w) for p, w in zip(pts, busy, strict=True)],
-            rollout_tokens_per_s=[_rollout_rate(steps, i) for i in picked],
+            rollout_tokens_per_s=[rollout_rate(steps, i) for i in picked],
             rollout_idle=[p.rollout_idle for p in pts],
             staleness=[p.staleness for p in pts],
             workers=[p.workers for p in pts],
