@@ -90,6 +90,7 @@ def _run(cfg: PacedConfig, out: Path, args: argparse.Namespace) -> int:
     from services.driver.run_dir import RunDirError
     from services.models import ModelLoadError
     from services.store import StoreError
+    from services.tracking import TrackingError
     from services.verifiers import VerifierDied
     from services.weight_sync import WeightSyncError, WeightTransportError
 
@@ -145,6 +146,7 @@ def _run(cfg: PacedConfig, out: Path, args: argparse.Namespace) -> int:
         FleetError,
         WeightSyncError,
         WeightTransportError,
+        TrackingError,
         FileNotFoundError,
     ) as err:
         print(f"paced: {err}", file=sys.stderr)

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from services.dashboard import create_app
+from services.dashboard.runs import create_runs_app
 from services.store import RedisStore
 
 pytestmark = pytest.mark.slow
@@ -40,10 +41,28 @@ def api_schema(redis_url: str) -> Iterator[schemathesis.BaseSchema]:
     store.close()
 
 
+@pytest.fixture(scope="module")
+def runs_schema(redis_url: str, api_schema: schemathesis.BaseSchema) -> Iterator[schemathesis.BaseSchema]:
+    """The dashboard over every run of the session's Redis (the fuzzed run among them)."""
+    app = create_runs_app(redis_url, TOKEN)
+    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    app.state.stop()  # what its lifespan does: the runs' polls, opened by comparisons
+    app.state.apps.runs.close()
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
 def test_no_server_errors_and_responses_match_the_schema(api_schema: schemathesis.BaseSchema, mode) -> None:
+    fuzz(api_schema, mode, 13)
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_the_runs_api_has_no_server_errors_and_matches_its_schema(runs_schema: schemathesis.BaseSchema, mode) -> None:
+    fuzz(runs_schema, mode, 2)
+
+
+def fuzz(api_schema: schemathesis.BaseSchema, mode: GenerationMode, expected_operations: int) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 13
+    assert len(operations) == expected_operations
     started = time.monotonic()
     for operation in operations:
         if mode is GenerationMode.NEGATIVE and not operation.definition.raw.keys() & {"parameters", "requestBody"}:

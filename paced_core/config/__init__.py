@@ -3,7 +3,7 @@ and its loader (`loader.py`: YAML, `--set` overrides, errors placed at their fil
 from here: `load_config("configs/reference.yaml", overrides=["learner.lr=1e-5"])`.
 """
 
-from paced_core.config.loader import ConfigError, dump_config, load_config, validate_config
+from paced_core.config.loader import ConfigError, dump_config, flatten, load_config, validate_config
 from paced_core.config.schema import (
     AKL,
     JSD,
@@ -21,6 +21,7 @@ from paced_core.config.schema import (
     KernelSpec,
     LearnerConfig,
     LossSpec,
+    MlflowConfig,
     PacedConfig,
     PipelineConfig,
     ReverseKL,
@@ -32,10 +33,12 @@ from paced_core.config.schema import (
     StudentConfig,
     SyntheticData,
     TeacherConfig,
+    TrackingConfig,
     TwoStageSchedule,
     UniformKernel,
     VerifierConfig,
     VLLMEngineConfig,
+    WandbConfig,
 )
 
 __all__ = [  # the names the rest of the project imports from paced_core.config
@@ -56,6 +59,7 @@ __all__ = [  # the names the rest of the project imports from paced_core.config
     "KernelSpec",
     "LearnerConfig",
     "LossSpec",
+    "MlflowConfig",
     "PacedConfig",
     "PipelineConfig",
     "ReverseKL",
@@ -67,11 +71,14 @@ __all__ = [  # the names the rest of the project imports from paced_core.config
     "StudentConfig",
     "SyntheticData",
     "TeacherConfig",
+    "TrackingConfig",
     "TwoStageSchedule",
     "UniformKernel",
     "VLLMEngineConfig",
     "VerifierConfig",
+    "WandbConfig",
     "dump_config",
+    "flatten",
     "load_config",
     "validate_config",
 ]

@@ -111,6 +111,16 @@ def apply_override(raw: dict[str, Any], override: str) -> KeyPath:
     return tuple(path)
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Plain config data (`PacedConfig.to_plain()`) as {dotted path: value}; an empty section is one `{}` value."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): data}
+
+
 def dump_config(cfg: PacedConfig) -> str:
     """The resolved config as YAML (secrets masked): what `paced config show` prints."""
     return yaml.safe_dump(cfg.to_plain(), sort_keys=False)

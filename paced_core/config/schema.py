@@ -443,6 +443,36 @@ class DashboardConfig(Section):
         return token
 
 
+class WandbConfig(Section):
+    """A Weights & Biases run beside the run folder's metrics (`pip install 'paced[wandb]'`)."""
+
+    project: str = Field(min_length=1)
+    entity: str | None = None
+    # online, offline (written under RUN_DIR/wandb; `wandb sync` uploads it later) or disabled;
+    # None: wandb's own choice (the WANDB_MODE environment variable, else online).
+    mode: Literal["online", "offline", "disabled"] | None = None
+    name: str | None = None  # the W&B run's display name; None: run.name
+    group: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class MlflowConfig(Section):
+    """An MLflow run beside the run folder's metrics (`pip install 'paced[mlflow]'`)."""
+
+    # None: MLflow's own choice (the MLFLOW_TRACKING_URI environment variable, else its default).
+    tracking_uri: str | None = None
+    experiment: str = Field(default="paced", min_length=1)
+    run_name: str | None = None  # None: run.name
+
+
+class TrackingConfig(Section):
+    """Where the run's metrics rows go besides RUN_DIR/metrics.jsonl and the dashboard (services/tracking.py)."""
+
+    tensorboard: Bool = True  # event files in RUN_DIR/tensorboard
+    wandb: WandbConfig | None = None
+    mlflow: MlflowConfig | None = None
+
+
 class PipelineConfig(Section):
     """How the driver runs the graph."""
 
@@ -494,6 +524,7 @@ class PacedConfig(Section):
     schedule: ScheduleSpec = Field(default_factory=ConstantSchedule)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> PacedConfig:

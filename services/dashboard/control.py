@@ -3,8 +3,9 @@
     POST /api/control/scale  {"rollout": N}      the desired rollout replica count the driver reconciles to
     POST /api/control/pause, /api/control/resume
 
-Their token is checked by `guard.Guard` before the body is read (401 / 403); what reaches these
-handlers is authenticated. A bad body is 422 naming the field, and nothing is written.
+Their token is checked by `guard.Guard` before the body is read (401 / 403, and 409 for a finished run
+shown read-only); what reaches these handlers is authenticated. A bad body is 422 naming the field, and
+nothing is written.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def add_control(app: FastAPI, store: PassRateStore, errors: dict[int | str, dict
     control_errors: dict[int | str, dict[str, Any]] = {
         401: {"model": schema.ErrorOut, "description": "missing or wrong bearer token"},
         403: {"model": schema.ErrorOut, "description": "no token configured: control is off"},
+        409: {"model": schema.ErrorOut, "description": "the run has finished (a run folder shown read-only)"},
         413: {"model": schema.ErrorOut, "description": "the body is over 64 KB"},
         **errors,
     }
@@ -54,7 +56,10 @@ def add_control(app: FastAPI, store: PassRateStore, errors: dict[int | str, dict
         "set the desired rollout replica count",
         {
             400: {"model": schema.ErrorOut, "description": "the body is not JSON"},
-            409: {"model": schema.ErrorOut, "description": "above the run's rollout.max_replicas"},
+            409: {
+                "model": schema.ErrorOut,
+                "description": "above the run's rollout.max_replicas, or the run has finished",
+            },
         },
     )
     def scale(body: schema.ScaleIn) -> schema.ControlOut:

@@ -3,9 +3,11 @@
 - Every answer carries `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and a
   Content-Security-Policy that allows only the dashboard's own scripts, styles and API (`frame-ancestors
   'none'`: no other site can frame the page and click its buttons).
-- A request under /api/control/ is refused before its body is read: 403 when the dashboard has no token
-  (control is off), 401 without `Authorization: Bearer <token>` or with a wrong one. So an
-  unauthenticated client, whatever it sends, costs a header check.
+- A control request (a path with /api/control/ in it: /api/control/scale, or /runs/NAME/api/control/scale
+  of a dashboard over many runs) is refused before its body is read: 409 when the dashboard shows a
+  finished run (`read_only`, the reason), 403 when it has no token (control is off), 401 without
+  `Authorization: Bearer <token>` or with a wrong one. So an unauthenticated client, whatever it sends,
+  costs a header check.
 - A request body is at most `MAX_BODY` bytes: a larger Content-Length is 413 before a byte is read,
   and a chunked body is read (at most MAX_BODY + one chunk) and refused with 413 as soon as it goes past.
   What passes is handed to the app as one message, so FastAPI never buffers more than MAX_BODY.
@@ -52,9 +54,10 @@ class ClientLeft(Exception):
 class Guard:
     """Wraps the dashboard's ASGI app; `token` None means control is off (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, read_only: str | None = None) -> None:
         self.app = app
         self.token = token
+        self.read_only = read_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,7 +70,7 @@ class Guard:
             await send(message)
 
         headers = dict(scope["headers"])  # names are lower-case bytes; a repeated header keeps its last value
-        if scope["path"].startswith(CONTROL_PREFIX):
+        if CONTROL_PREFIX in scope["path"]:
             refusal = self.refusal(headers.get(b"authorization", b""))
             if refusal is not None:
                 await answer(send_with_headers, *refusal)
@@ -96,6 +99,8 @@ class Guard:
 
     def refusal(self, authorization: bytes) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
         """Why a control request with this Authorization header is refused, or None if it is let through."""
+        if self.read_only is not None:
+            return 409, f"{self.read_only}: there is nothing to control", []
         if self.token is None:
             return 403, NO_TOKEN, []
         scheme, _, given = authorization.partition(b" ")

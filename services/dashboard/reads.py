@@ -43,7 +43,7 @@ CENTERS = [(HIST_EDGES[i] + HIST_EDGES[i + 1]) / 2 for i in range(HIST_BUCKETS)]
 CURVE_P = [i / 100 for i in range(101)]
 
 
-def _kernel(info: RunInfo | None) -> tuple[Kernel, schema.KernelOut]:
+def kernel_of(info: RunInfo | None) -> tuple[Kernel, schema.KernelOut]:
     """The run's kernel (`RunInfo.kernel`), else the default beta(1, 1) while the run has stored no info."""
     source = "run" if info is not None else "default"
     spec = info.kernel if info is not None else BetaKernel()
@@ -61,7 +61,7 @@ def _mass(kernel: Kernel, counts: list[int]) -> tuple[list[float], float]:
     return weights, float(sum(c * w for c, w in zip(counts, weights, strict=True)))
 
 
-def _thin(n: int, max_points: int) -> list[int]:
+def thin(n: int, max_points: int) -> list[int]:
     """At most `max_points` evenly spaced indices of range(n), always with the last one."""
     if n <= max_points:
         return list(range(n))
@@ -69,7 +69,7 @@ def _thin(n: int, max_points: int) -> list[int]:
     return sorted({min(n - 1, round(i * stride)) for i in range(max_points)} | {n - 1})
 
 
-def _rollout_rate(steps: list[StepPoint], i: int) -> float | None:
+def rollout_rate(steps: list[StepPoint], i: int) -> float | None:
     """Rollout tokens/s between step i-1 and step i, from their cumulative `rollout_tokens` and times."""
     if i == 0:
         return None
@@ -94,8 +94,10 @@ def add_reads(
     view: RunView,
     control_enabled: bool,
     errors: dict[int | str, dict[str, Any]],
+    finished: str | None = None,
 ) -> None:
-    """Add the read endpoints of run `run_name` to `app`; `errors` are the responses every endpoint may give."""
+    """Add the read endpoints of run `run_name` to `app`; `errors` are the responses every endpoint may give;
+    `finished` says why the run is shown read-only (null while it can be controlled)."""
     answers = SharedAnswers(view, ttl_s=view.poll_s)
 
     def shared(name: str, params: Hashable, make: Callable[[], BaseModel]) -> Response:
@@ -103,7 +105,7 @@ def add_reads(
 
     def read_summary() -> schema.SummaryOut:
         info = store.run_info()
-        kernel, _ = _kernel(info)
+        kernel, _ = kernel_of(info)
         hist = store.histogram()
         _, mass = _mass(kernel, hist["counts"])
         evals = view.read_evals()
@@ -128,7 +130,7 @@ def add_reads(
 
     def read_run() -> schema.RunOut:
         info = store.run_info()
-        _, kernel = _kernel(info)
+        _, kernel = kernel_of(info)
         return schema.RunOut(
             run_name=run_name,
             info=info.model_dump(mode="json") if info is not None else None,
@@ -139,13 +141,14 @@ def add_reads(
             desired_rollout=store.desired_replicas(ROLE),
             paused=store.paused(),
             queue=schema.QueueOut(**store.queue_depth().model_dump()),
-            control_enabled=control_enabled,
+            control_enabled=control_enabled and finished is None,
+            finished=finished,
             refreshed_at=view.refreshed_at,
             error=view.error,
         )
 
     def read_histogram() -> schema.HistogramOut:
-        kernel, kernel_out = _kernel(store.run_info())
+        kernel, kernel_out = kernel_of(store.run_info())
         hist = store.histogram()
         weights, mass = _mass(kernel, hist["counts"])
         return schema.HistogramOut(
@@ -163,7 +166,7 @@ def add_reads(
 
     def read_history(max_points: int) -> schema.HistoryOut:
         snaps = view.read_snapshots()
-        picked = [snaps[i] for i in _thin(len(snaps), max_points)]
+        picked = [snaps[i] for i in thin(len(snaps), max_points)]
         return schema.HistoryOut(
             edges=HIST_EDGES,
             steps=[s.step for s in picked],
@@ -206,7 +209,7 @@ def add_reads(
 
     def read_series(max_points: int) -> schema.SeriesOut:
         steps = view.read_steps()
-        picked = _thin(len(steps), max_points)
+        picked = thin(len(steps), max_points)
         pts = [steps[i] for i in picked]
         busy = [None if p.waited_s is None or p.step_s is None else p.waited_s + p.step_s for p in pts]
         return schema.SeriesOut(
@@ -216,7 +219,7 @@ def add_reads(
             loss_kind=[p.loss_kind for p in pts],
             learner_tokens_per_s=[_ratio(p.tokens, w) for p, w in zip(pts, busy, strict=True)],
             learner_idle=[_ratio(p.waited_s, w) for p, w in zip(pts, busy, strict=True)],
-            rollout_tokens_per_s=[_rollout_rate(steps, i) for i in picked],
+            rollout_tokens_per_s=[rollout_rate(steps, i) for i in picked],
             rollout_idle=[p.rollout_idle for p in pts],
             staleness=[p.staleness for p in pts],
             workers=[p.workers for p in pts],

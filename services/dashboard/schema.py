@@ -42,6 +42,9 @@ class RunOut(Out):
     paused: bool
     queue: QueueOut
     control_enabled: bool = Field(description="whether this dashboard has a token for its control endpoints")
+    finished: str | None = Field(
+        default=None, description="why the run is shown read-only (a finished run's folder), null while it runs"
+    )
     refreshed_at: float | None = Field(description="when the dashboard last polled the store (unix time)")
     error: str | None = Field(description="why the dashboard's last poll of the store failed, if it did")
 
@@ -222,3 +225,37 @@ class ControlOut(Out):
 
 class ErrorOut(Out):
     detail: str
+
+
+class RunEntryOut(Out):
+    name: str
+    started_at: float | None = Field(description="when the run started (unix time), from its info")
+    pool: int | None
+    steps_total: int | None
+    kernel: KernelOut
+    seen: int = Field(description="problems with at least one outcome")
+
+
+class RunsOut(Out):
+    store: str = Field(description="the Redis the runs are in (its password masked)")
+    runs: list[RunEntryOut] = Field(description="every run in the store, by name")
+
+
+class ComparedEvalOut(Out):
+    step: int | None
+    accuracy: float | None
+
+
+class ComparedRunOut(Out):
+    name: str
+    kernel: KernelOut
+    step: list[int] = Field(description="learner steps (thinned evenly, last one kept)")
+    loss: list[float | None]
+    evals: list[ComparedEvalOut] = Field(description="held-out evaluations, at the step they followed")
+    counts: list[int] = Field(description="the pass-rate histogram now")
+    seen: int
+
+
+class CompareOut(Out):
+    edges: list[float]
+    runs: list[ComparedRunOut]

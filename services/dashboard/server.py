@@ -1,6 +1,8 @@
 """Serving the dashboard with uvicorn: `paced dashboard` (`main` / `serve`) and, during a run, a thread.
 
     paced dashboard --store redis://127.0.0.1:6379/0 --run demo [--host 127.0.0.1] [--port 8000]
+    paced dashboard --store redis://127.0.0.1:6379/0     # every run in that Redis: list, open, compare
+    paced dashboard --run-dir runs/demo                  # a finished run on the embedded store, read-only
     handle = start_in_thread(store, "demo", "127.0.0.1", 8000, token); print(handle.url); handle.stop()
 
 Both listen on loopback unless told otherwise. The control endpoints take the token from the
@@ -103,7 +105,7 @@ class DashboardServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """End open streams, shut uvicorn down, wait for its thread."""
-        self.app.state.view.stop()
+        self.app.state.stop()
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout_s)
@@ -123,32 +125,51 @@ def start_in_thread(
 
 def serve(
     store_url: str | None,
-    run_name: str,
+    run_name: str | None,
     host: str = "127.0.0.1",
     port: int = 8000,
     token: str | None = None,
     address: str | None = None,
     sock: socket.socket | None = None,
     until_stdin_closes: bool = False,
+    run_dir: str | None = None,
 ) -> None:
     """Serve the dashboard of an existing run until interrupted (Ctrl-C, SIGTERM).
 
     `store_url` is the run's Redis; None means its embedded store, found in the Ray cluster at
-    `address` (default: RAY_ADDRESS, else the cluster running on this machine). `sock` is a listening
-    socket to serve on instead of host:port; `until_stdin_closes` also ends it when standard input
-    closes (the process that started it, `start_in_process`, is gone). Raises `StoreError` when the run
-    is not there.
+    `address` (default: RAY_ADDRESS, else the cluster running on this machine). `run_name` None with a
+    `store_url`: every run of that Redis, listed and compared (`runs.create_runs_app`). `run_dir`: the
+    finished run in that run folder, read-only (`finished.open_run_dir`), instead of a store. `sock` is a
+    listening socket to serve on instead of host:port; `until_stdin_closes` also ends it when standard
+    input closes (the process that started it, `start_in_process`, is gone). Raises `StoreError` when the
+    run (or the store) is not there, `RunDirError` when the run folder cannot be shown.
     """
-    if store_url is None:
-        from services.cluster import init_ray  # only the embedded store needs Ray
+    close = None
+    if run_dir is not None:
+        from services.dashboard.finished import open_run_dir
 
-        init_ray(address or os.environ.get("RAY_ADDRESS") or "auto")
-    store = dashboard_store(store_url, run_name)
+        run = open_run_dir(run_dir)
+        app, what, token = create_app(run.store, run.name, None, finished=run.finished), f"run {run.name!r}", None
+    elif run_name is None and store_url is not None:
+        from services.dashboard.runs import create_runs_app
+
+        app = create_runs_app(store_url, token, DASHBOARD_OUTAGE_S)
+        app.state.apps.runs.names()  # a Redis that is not there fails now, not on the first page
+        what = f"the runs in {app.state.apps.masked}"
+    else:
+        run_name = run_name or "paced"
+        if store_url is None:
+            from services.cluster import init_ray  # only the embedded store needs Ray
+
+            init_ray(address or os.environ.get("RAY_ADDRESS") or "auto")
+        store = dashboard_store(store_url, run_name)
+        app, what, close = create_app(store, run_name, token), f"run {run_name!r}", store.close
     sock = sock or listen(host, port)
     host = sock.getsockname()[0]
-    app = create_app(store, run_name, token)
-    print(f"paced dashboard: run {run_name!r} at {url_of(sock)}", flush=True)
-    if token is None:
+    print(f"paced dashboard: {what} at {url_of(sock)}", flush=True)
+    if run_dir is not None:
+        print(f"paced dashboard: {run.finished}", flush=True)
+    elif token is None:
         print(f"paced dashboard: control (scale, pause) is off; set {TOKEN_ENV} to turn it on", flush=True)
     if not is_loopback(host):
         print(f"paced dashboard: listening on {host}: anyone who can reach it can read this run", flush=True)
@@ -161,7 +182,8 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
-        store.close()
+        if close is not None:
+            close()
 
 
 def _exit_when_stdin_closes(server: uvicorn.Server) -> None:
@@ -171,8 +193,13 @@ def _exit_when_stdin_closes(server: uvicorn.Server) -> None:
 
 def main(argv: Sequence[str] | None = None, prog: str = "paced dashboard") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Serve the web dashboard of a PACED run.")
-    parser.add_argument("--store", default=os.environ.get(STORE_URL_ENV), help=STORE_HELP)
-    parser.add_argument("--run", default="paced", help="run name (run.name in its config)")
+    parser.add_argument("--store", default=None, help=STORE_HELP)
+    parser.add_argument(
+        "--run", default=None, help="run name (run.name in its config); left out with a store URL: every run in it"
+    )
+    parser.add_argument(
+        "--run-dir", default=None, metavar="DIR", help="show the finished run in this run folder, read-only"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (0: a free one)")
     parser.add_argument(
@@ -192,13 +219,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "paced dashboard") -> in
     if not 0 <= args.port <= 65535:
         print(f"{prog}: --port must be in 0..65535, got {args.port}", file=sys.stderr)
         return 2
+    if args.run_dir is not None and (args.store is not None or args.run is not None):
+        print(f"{prog}: --run-dir shows the run in that folder; leave out --store and --run", file=sys.stderr)
+        return 2
+    from services.driver.run_dir import RunDirError
     from services.store import StoreError
 
+    store_url = None if args.run_dir is not None else args.store or os.environ.get(STORE_URL_ENV)
     try:
         sock = socket.socket(fileno=args.fd) if args.fd is not None else None
         token = os.environ.get(args.token_env) or None
-        serve(args.store, args.run, args.host, args.port, token, args.address, sock, args.until_stdin_closes)
-    except (StoreError, OSError) as err:
+        serve(
+            store_url, args.run, args.host, args.port, token, args.address, sock, args.until_stdin_closes, args.run_dir
+        )
+    except (StoreError, RunDirError, OSError) as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -14,7 +14,8 @@
     evaluation.py   held-out accuracy and the forgetting probe
     loop.py         the training loop, async or sync, over all of the above
     accounting.py   what the run did with its rollouts, kept across --resume segments
-    run_dir.py      the run folder: config, metrics.jsonl, summary.json, what --resume reads
+    run_dir.py      the run folder: config, metrics.jsonl, summary.json, what --resume reads; every metrics
+                    row also goes to the trackers (services/tracking.py: TensorBoard, W&B, MLflow)
     services/launch.py   the command line (`paced run`): signals, exit codes, one `paced:` line per error
 """
 
@@ -58,7 +59,7 @@ class Driver:
     def __init__(self, cfg: PacedConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> None:
         self.cfg, self.resume = cfg, resume
         self.pool: Pool = load_pool(cfg.data, seed=cfg.run.seed)
-        self.run_dir = RunDir(out, cfg, resume, overwrite)
+        self.run_dir = RunDir(out, cfg, resume, overwrite, log)
         self.out = self.run_dir.path
         self.store: PassRateStore = open_store(cfg.store)
         self.scheduler = Scheduler(self.pool.train, cfg.scheduler, frozen=cfg.store.mode == "frozen")

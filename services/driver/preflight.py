@@ -1,5 +1,6 @@
 """The checks that need no actor, so that bad input fails in seconds, before anything is started: the
-data, the model paths and weights, the vLLM install, Redis, and whether the run's actors fit the cluster.
+data, the model paths and weights, the vLLM install, Redis, the trackers' packages, and whether the run's
+actors fit the cluster.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from services.driver.loop import PipelineError
 from services.placement import Demand, cluster_nodes, placement_problems, run_demand, vllm_version
 from services.pool import check_checker, load_eval_sets, load_pool
 from services.store import open_store
+from services.tracking import check_trackers
 
 
 def preflight(cfg: PacedConfig) -> None:
-    """Data (every problem gradable by its checker), model paths and weight files, vLLM, Redis."""
+    """Data (every problem gradable by its checker), model paths and weight files, vLLM, Redis, and the
+    packages of the trackers the config asks for."""
     from services.models import check_model  # transformers: only once the config is valid
 
     check_checker(load_pool(cfg.data, seed=cfg.run.seed), load_eval_sets(cfg.data), cfg.verifier.checker)
@@ -29,6 +32,7 @@ def preflight(cfg: PacedConfig) -> None:
         check_model(cfg.teacher.path, cfg.teacher.gguf_file, "teacher.path")
     if cfg.store.url is not None:
         open_store(cfg.store).close()
+    check_trackers(cfg)
 
 
 def check_placement(cfg: PacedConfig, replicas: int | None, teacher_references: bool) -> Demand:

@@ -24,11 +24,10 @@ from paced_core.schedule import LossSchedule
 from paced_core.tasks import Problem
 from services.cluster import NAMESPACE, actor_name, await_start, start_named
 from services.driver.accounting import STATE_FILE, RunState
+from services.driver.run_dir import STORE_SNAPSHOT
 from services.placement import Demand
 from services.store.base import PassRateStore
 from services.weight_sync import WeightSync, make_sync
-
-STORE_SNAPSHOT = "store_snapshot.json"
 
 
 class Training:

@@ -17,6 +17,7 @@ Keys of a run, all under the prefix `paced:{run_name}:` (so runs never collide a
     control               hash    "replicas:<role>" -> int, "paused" -> "0" / "1"
     workers               hash    worker id -> JSON status with "last_seen"
     run_info              string  JSON
+and the run's name in the set `paced:runs`, every run of this Redis (`runs.RunList`).
 
 A batch of outcomes is recorded by one Lua script (`redis_lua.RECORD`, atomic): it skips rollout ids it
 knows, updates each touched problem's window once, and moves histogram counters by the difference between
@@ -68,6 +69,7 @@ from services.store.outage import OutageRetry
 from services.store.redis_lua import ACK, RECORD, REGISTER
 from services.store.redis_queue import RedisQueue
 from services.store.redis_snapshot import RedisSnapshots
+from services.store.runs import RUNS_KEY
 
 SOCKET_TIMEOUT_S = MAX_BLOCK_MS / 1000 + 10  # a blocking read must not look like a dead server
 
@@ -150,7 +152,7 @@ class RedisStore(RedisQueue, RedisSnapshots, PassRateStore):
         """Write this run's settings if none are stored; refuse to work on a run kept with other ones."""
         key = self._key("settings")
         mine = self._settings.to_dict()
-        self._r.set(key, json.dumps(mine), nx=True)
+        self._r.pipeline().set(key, json.dumps(mine), nx=True).sadd(RUNS_KEY, self.run_name).execute()
         stored = parse_stored(json.loads, self._r.get(key) or "null", f"{self.url} key {key}")
         if stored != mine:
             raise StoreError(

@@ -7,6 +7,9 @@ const COLORS = ["#3b6fd8", "#e8833a", "#1f9d55", "#a24bcf", "#d64545", "#2a9cb3"
 const paced = { charts: {}, updates: 0, refreshes: 0, edges: [], problem: null };
 window.paced = paced;
 
+// A run of a dashboard over many runs is served under /runs/NAME/; its API is there too.
+const BASE = (location.pathname.match(/^\/runs\/[^/]+/) || [""])[0];
+
 const $ = (id) => document.getElementById(id);
 const fmt = (x, digits = 2) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits));
 const count = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
@@ -25,7 +28,7 @@ function reportError(err) {
 }
 
 async function getJSON(path) {
-  const res = await fetch(path, { headers: { Accept: "application/json" } });
+  const res = await fetch(BASE + path, { headers: { Accept: "application/json" } });
   const body = await res.json().catch(() => ({ detail: res.statusText }));
   if (!res.ok) {
     const err = new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
@@ -201,7 +204,7 @@ function applySummary(s) {
 }
 
 function connectStream() {
-  const source = new EventSource("/api/stream");
+  const source = new EventSource(`${BASE}/api/stream`);
   source.addEventListener("summary", (event) => {
     applySummary(JSON.parse(event.data));
     paced.updates += 1;
@@ -317,7 +320,7 @@ async function control(path, body) {
   const token = $("token").value.trim();
   const headers = { "Content-Type": "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
-  const res = await fetch(path, { method: "POST", headers, body: JSON.stringify(body ?? {}) });
+  const res = await fetch(BASE + path, { method: "POST", headers, body: JSON.stringify(body ?? {}) });
   const data = await res.json().catch(() => ({ detail: res.statusText }));
   if (res.ok) {
     msg.className = "msg good";
@@ -426,7 +429,11 @@ async function start() {
   try {
     const run = await getJSON("/api/run");
     $("run-name").textContent = run.run_name;
-    if (!run.control_enabled) {
+    $("all-runs").hidden = !BASE;
+    if (run.finished) {
+      $("control-msg").textContent = run.finished;
+      for (const id of ["scale", "pause", "resume"]) $(id).disabled = true;
+    } else if (!run.control_enabled) {
       $("control-msg").textContent = "control is off: start the dashboard with PACED_DASHBOARD_TOKEN set";
     }
   } catch (err) {
