@@ -77,7 +77,7 @@ def open_store(cfg: StoreConfig, ray_actor_name: str | None = None, detached: bo
         )
         .remote(cfg.run_name, **settings.to_dict())
     )
-    client = RayStoreClient(actor)
+    client = RayStoreClient(actor, name)
     stored = client.settings()
     if stored != settings:
         raise StoreError(
@@ -108,4 +108,4 @@ def attach_store(url: str | None, run_name: str, outage_s: float = 60.0, waiter:
             f"no embedded store {name!r} in the Ray cluster: is run {run_name!r} running "
             "(and in the 'paced' namespace)? Pass --store URL for a run that uses Redis"
         ) from err
-    return RayStoreClient(actor)
+    return RayStoreClient(actor, name)

@@ -7,7 +7,11 @@ from typing import Any
 
 from paced_core.passrate import Estimate
 from services.records import GradedRollout, MetricsRow, Outcome, QueueDepth, RunInfo, TeacherRef, WorkerStatus
-from services.store.base import PassRateStore, ProblemHistory, Recorded, StoreSettings
+from services.store.base import PassRateStore, ProblemHistory, Recorded, StoreError, StoreSettings
+
+
+class StoreLost(StoreError):
+    """The embedded store's actor is gone, and its data with it."""
 
 
 class RayStoreClient(PassRateStore):
@@ -17,12 +21,25 @@ class RayStoreClient(PassRateStore):
     fresh client (a restarted learner) is handed the consumer's unacked entries again.
     """
 
-    def __init__(self, actor: Any) -> None:
+    def __init__(self, actor: Any, name: str = "the store actor") -> None:
         import ray  # here, not at the top: MemoryStore must work where Ray is not installed
 
         super().__init__()
         self._actor = actor
-        self._get = ray.get
+        self._actor_name = name
+        self._ray_get = ray.get
+        self._lost = ray.exceptions.RayActorError
+
+    def _get(self, ref: Any) -> Any:
+        """`ray.get(ref)`; the store actor's death is a StoreLost naming it (the run cannot go on without it)."""
+        try:
+            return self._ray_get(ref)
+        except self._lost as err:
+            raise StoreLost(
+                f"the embedded store (Ray actor {self._actor_name!r}) died ({type(err).__name__}): the run's "
+                f"pass rates, queue and metrics since its last checkpoint are gone; `paced run --out DIR --resume` "
+                f"restores the store from the newest checkpoint's snapshot"
+            ) from err
 
     def settings(self) -> StoreSettings:
         return self._get(self._actor.settings.remote())
