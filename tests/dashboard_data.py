@@ -12,9 +12,16 @@ row with the driver's fields (trained_p / trained_loss of the sequences trained 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from paced_core.config.schema import BetaKernel
@@ -181,3 +188,30 @@ class SimulatedRun:
             self.train_step()
             if self.step % eval_every == 0:
                 self.evaluate()
+
+
+def serve_command(args: list[str], port: int, first: Callable[[str], httpx.Response], env: dict | None = None) -> str:
+    """Run `python -m services.dashboard ARGS` (it must listen on `port`), call `first(url)` once it answers,
+    then SIGINT it; returns its output. Asserts it exits 0 and never stops before answering within 60 s."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.dashboard", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env=os.environ if env is None else env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                first(f"http://127.0.0.1:{port}")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    return out

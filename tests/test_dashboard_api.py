@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dashboard_data import SimulatedRun, run_info, step_row
+from dashboard_data import SimulatedRun, run_info, serve_command, step_row
 from fastapi.testclient import TestClient
 
 from paced_core.config.schema import BetaKernel
@@ -455,29 +452,13 @@ def test_cli_serves_a_recorded_run_until_interrupted(recorded, redis_url: str) -
     port = free_port()
     env = {**os.environ, "PACED_DASHBOARD_TOKEN": TOKEN}
     cmd = ["--store", redis_url, "--run", store.run_name, "--port", str(port)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.dashboard", *cmd],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.post(f"http://127.0.0.1:{port}/api/control/pause", headers=AUTH, timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
-                time.sleep(0.2)
-        assert r.status_code == 200 and store.paused() is True
-        store.set_paused(False)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out
+    answers: list[int] = []
+    out = serve_command(
+        cmd, port, lambda u: answers.append(httpx.post(f"{u}/api/control/pause", headers=AUTH, timeout=2).status_code),
+        env,
+    )  # fmt: skip
+    assert answers == [200] and store.paused() is True
+    store.set_paused(False)
     assert f"at http://127.0.0.1:{port}/" in out
 
 

@@ -5,15 +5,11 @@ pipeline run (tests/test_pipeline.py's `small_run`: the tiny random models, 6 st
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from dashboard_data import serve_command
 from fastapi.testclient import TestClient
 from test_pipeline import read_steps, run_driver, small_config
 
@@ -91,27 +87,10 @@ def test_a_folder_without_a_run_is_refused(tmp_path: Path, capsys) -> None:
 @pytest.mark.slow
 def test_the_command_serves_the_run_folder(run_folder: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.dashboard", "--run-dir", str(run_folder), "--port", str(port)],
-        cwd=REPO,
-        env=os.environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/series", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
-                time.sleep(0.2)
-        assert r.json()["step"] == [1, 2, 3, 4, 5, 6]
-        assert httpx.post(f"http://127.0.0.1:{port}/api/control/pause", timeout=2).status_code == 409
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out
+
+    def check(url: str) -> None:
+        assert httpx.get(f"{url}/api/series", timeout=2).json()["step"] == [1, 2, 3, 4, 5, 6]
+        assert httpx.post(f"{url}/api/control/pause", timeout=2).status_code == 409
+
+    out = serve_command(["--run-dir", str(run_folder), "--port", str(port)], port, check)
     assert "has finished" in out

@@ -5,16 +5,13 @@ Redis of this module's own (the session's Redis holds the other tests' runs)."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from dashboard_data import SimulatedRun
+from dashboard_data import SimulatedRun, serve_command
 from fastapi.testclient import TestClient
 
 from paced_core.config.schema import UniformKernel
@@ -155,26 +152,11 @@ def test_an_unreachable_store_ends_the_command_with_a_message(capsys) -> None:
 def test_the_command_lists_the_runs_of_a_store(two_runs) -> None:
     url, _, _ = two_runs
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.dashboard", "--store", url, "--port", str(port)],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if k != "PACED_DASHBOARD_TOKEN"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/runs", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
-                time.sleep(0.2)
-        assert [run["name"] for run in r.json()["runs"]] == ["exp-paced", "exp-uniform"]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out
+    seen: list[list[str]] = []
+    env = {k: v for k, v in os.environ.items() if k != "PACED_DASHBOARD_TOKEN"}
+    out = serve_command(
+        ["--store", url, "--port", str(port)], port,
+        lambda u: seen.append([run["name"] for run in httpx.get(f"{u}/api/runs", timeout=2).json()["runs"]]), env,
+    )  # fmt: skip
+    assert seen == [["exp-paced", "exp-uniform"]]
     assert f"the runs in {url} at http://127.0.0.1:{port}/" in out
