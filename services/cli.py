@@ -22,20 +22,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-from paced_core.config import ConfigError, dump_config, load_config
+from paced_core.config import ConfigError, add_set_option, dump_config, load_config
 from services.store.base import STORE_HELP, STORE_URL_ENV, PassRateStore
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="YAML config file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting by its dotted path, e.g. --set learner.lr=1e-5 (repeatable)",
-    )
+    add_set_option(parser, "learner.lr=1e-5")
 
 
 def build_parser() -> argparse.ArgumentParser:

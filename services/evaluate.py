@@ -47,7 +47,7 @@ from paced_core.config import (
     load_config,
     validate_config,
 )
-from paced_core.config.loader import apply_override
+from paced_core.config.loader import add_set_option, apply_override
 from paced_core.progress import eta
 from paced_core.tasks import BUILTIN_DATASETS, Problem, TaskDataError, get_template
 from services.driver.run_dir import CONFIG
@@ -273,14 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="rollout backend (default hf)")
     parser.add_argument("--step", type=int, metavar="N", help="a run folder's checkpoint of step N (default: latest)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N problems")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting of the run's config, e.g. --set rollout.max_new_tokens=512 (repeatable)",
-    )
+    add_set_option(parser, "rollout.max_new_tokens=512")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:

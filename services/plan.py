@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from paced_core.config import ConfigError, PacedConfig, load_config
+from paced_core.config import ConfigError, PacedConfig, add_set_option, load_config
 from paced_core.embedded import resolve_model_path
 from services.placement import Demand, run_demand
 
@@ -158,14 +158,7 @@ def _size(n: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paced plan", description="what a run of CONFIG will ask Ray for")
     parser.add_argument("file", help="YAML config file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting by its dotted path, e.g. --set rollout.replicas=3 (repeatable)",
-    )
+    add_set_option(parser, "rollout.replicas=3")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:

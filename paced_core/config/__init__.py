@@ -3,7 +3,14 @@ and its loader (`loader.py`: YAML, `--set` overrides, errors placed at their fil
 from here: `load_config("configs/reference.yaml", overrides=["learner.lr=1e-5"])`.
 """
 
-from paced_core.config.loader import ConfigError, dump_config, flatten, load_config, validate_config
+from paced_core.config.loader import (
+    ConfigError,
+    add_set_option,
+    dump_config,
+    flatten,
+    load_config,
+    validate_config,
+)
 from paced_core.config.schema import (
     AKL,
     JSD,
@@ -77,6 +84,7 @@ __all__ = [  # the names the rest of the project imports from paced_core.config
     "VLLMEngineConfig",
     "VerifierConfig",
     "WandbConfig",
+    "add_set_option",
     "dump_config",
     "flatten",
     "load_config",

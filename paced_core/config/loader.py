@@ -11,6 +11,7 @@ values (`SecretStr` fields) never appear in an error.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -341,4 +342,16 @@ def _looks_secret(parts: tuple[str, ...]) -> bool:
     """A key in a section that holds secrets, or named like a credential or a URL (which may embed one)."""
     return parts[0].lower() in _SECRET_SECTIONS or any(
         names_a_credential(part) or "url" in part.lower() for part in parts
+    )
+
+
+def add_set_option(parser: argparse.ArgumentParser, example: str = "learner.lr=1e-5") -> None:
+    """The `--set KEY=VALUE` option of every command that loads a config (repeatable; into `args.overrides`)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override one setting by its dotted path, e.g. --set {example} (repeatable)",
     )
